@@ -1,0 +1,357 @@
+//! This node's agent: its identity in the catalog, the services and checks
+//! registered through `/v1/agent/...`, TTL checks, the critical-service
+//! reaper, and (while this server leads) session TTL expiry.
+//!
+//! On a server the agent writes straight through Raft; the services of this
+//! node in the catalog *are* the agent's local services.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::api::ApiError;
+use crate::catalog::command::{CheckSpec, NodeSpec, Registration, ServiceSpec};
+use crate::catalog::types::{CheckDefinition, CheckStatus};
+use crate::catalog::{Command, Response};
+use crate::health::{CriticalSince, TtlTracker};
+use crate::raft::Consensus;
+
+/// The node-level check every agent keeps passing, as Consul's `serfHealth`.
+pub const NODE_CHECK_ID: &str = "serfHealth";
+
+/// Who this agent is.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub node_name: String,
+    pub node_id: String,
+    pub datacenter: String,
+    pub address: String,
+}
+
+/// The agent; one per process.
+pub struct Agent {
+    pub identity: Identity,
+    consensus: Consensus,
+    ttl: TtlTracker,
+    critical: CriticalSince,
+    /// Session TTL deadlines, kept by the leader only (as Consul does).
+    session_deadlines: Mutex<HashMap<String, Instant>>,
+    /// Fired by `PUT /v1/agent/leave`.
+    pub leave: Notify,
+}
+
+impl Agent {
+    /// Creates the agent; `start` registers it and spawns its tasks.
+    pub fn new(identity: Identity, consensus: Consensus) -> Arc<Agent> {
+        Arc::new(Agent {
+            identity,
+            consensus,
+            ttl: TtlTracker::default(),
+            critical: CriticalSince::default(),
+            session_deadlines: Mutex::new(HashMap::new()),
+            leave: Notify::new(),
+        })
+    }
+
+    fn node_spec(&self) -> NodeSpec {
+        NodeSpec {
+            id: self.identity.node_id.clone(),
+            name: self.identity.node_name.clone(),
+            address: self.identity.address.clone(),
+            datacenter: self.identity.datacenter.clone(),
+            tagged_addresses: [
+                ("lan".to_string(), self.identity.address.clone()),
+                ("wan".to_string(), self.identity.address.clone()),
+            ]
+            .into(),
+            meta: Default::default(),
+        }
+    }
+
+    /// Registers this node and its node check, re-arms TTL checks found in
+    /// the catalog (after a restart), and starts the background tasks.
+    pub async fn start(self: &Arc<Agent>) -> anyhow::Result<()> {
+        let reg = Registration {
+            node: self.node_spec(),
+            skip_node_update: false,
+            service: None,
+            checks: vec![CheckSpec {
+                id: NODE_CHECK_ID.into(),
+                name: "Serf Health Status".into(),
+                status: CheckStatus::Passing,
+                notes: String::new(),
+                output: "Agent alive and reachable".into(),
+                service_id: String::new(),
+                definition: CheckDefinition::default(),
+            }],
+        };
+        self.write(Command::Register(reg))
+            .await
+            .map_err(|e| anyhow::anyhow!("registering this node: {}", e.message))?;
+        let ttls: Vec<(String, u64)> = {
+            let st = self
+                .consensus
+                .state()
+                .read()
+                .map_err(|_| anyhow::anyhow!("catalog lock poisoned"))?;
+            st.catalog
+                .node_checks(&self.identity.node_name)
+                .filter(|c| c.definition.kind == "ttl")
+                .map(|c| (c.id.clone(), c.definition.ttl_ms))
+                .collect()
+        };
+        for (id, ms) in ttls {
+            self.ttl.arm(&id, Duration::from_millis(ms));
+        }
+        let me = self.clone();
+        tokio::spawn(async move { me.run_ttl().await });
+        let me = self.clone();
+        tokio::spawn(async move { me.run_housekeeping().await });
+        Ok(())
+    }
+
+    /// Proposes a command; a rejection becomes an error with Consul's text.
+    pub async fn write(&self, cmd: Command) -> Result<Response, ApiError> {
+        let (_, r) = self.consensus.write(cmd).await?;
+        match r {
+            Response::Rejected(m) => Err(ApiError::internal(m)),
+            other => Ok(other),
+        }
+    }
+
+    /// Registers a service (and/or checks) on this node.
+    pub async fn register(
+        &self,
+        service: Option<ServiceSpec>,
+        checks: Vec<CheckSpec>,
+    ) -> Result<(), ApiError> {
+        let ttls: Vec<(String, u64)> = checks
+            .iter()
+            .filter(|c| c.definition.kind == "ttl")
+            .map(|c| (c.id.clone(), c.definition.ttl_ms))
+            .collect();
+        let reg = Registration {
+            node: self.node_spec(),
+            skip_node_update: true,
+            service,
+            checks,
+        };
+        self.write(Command::Register(reg)).await?;
+        for (id, ms) in ttls {
+            self.ttl.arm(&id, Duration::from_millis(ms));
+        }
+        Ok(())
+    }
+
+    /// Removes a service of this node and its checks.
+    pub async fn deregister_service(&self, id: &str) -> Result<(), ApiError> {
+        let check_ids: Vec<String> = {
+            let st = self
+                .consensus
+                .state()
+                .read()
+                .map_err(|_| ApiError::internal("catalog lock poisoned"))?;
+            if st.catalog.service(&self.identity.node_name, id).is_none() {
+                return Err(ApiError::not_found(format!("Unknown service ID \"{id}\"")));
+            }
+            st.catalog
+                .node_checks(&self.identity.node_name)
+                .filter(|c| c.service_id == id)
+                .map(|c| c.id.clone())
+                .collect()
+        };
+        self.write(Command::Deregister {
+            node: self.identity.node_name.clone(),
+            service_id: Some(id.to_string()),
+            check_id: None,
+        })
+        .await?;
+        for c in check_ids {
+            self.ttl.disarm(&c);
+        }
+        Ok(())
+    }
+
+    /// Removes a check of this node.
+    pub async fn deregister_check(&self, id: &str) -> Result<(), ApiError> {
+        self.ensure_check(id)?;
+        self.write(Command::Deregister {
+            node: self.identity.node_name.clone(),
+            service_id: None,
+            check_id: Some(id.to_string()),
+        })
+        .await?;
+        self.ttl.disarm(id);
+        Ok(())
+    }
+
+    fn ensure_check(&self, id: &str) -> Result<(), ApiError> {
+        let st = self
+            .consensus
+            .state()
+            .read()
+            .map_err(|_| ApiError::internal("catalog lock poisoned"))?;
+        if st.catalog.check(&self.identity.node_name, id).is_none() {
+            return Err(ApiError::not_found(format!(
+                "Unknown check ID \"{id}\". Ensure that the check ID is passed, not the check name."
+            )));
+        }
+        Ok(())
+    }
+
+    /// A TTL report (`/v1/agent/check/pass|warn|fail|update`): restarts the
+    /// TTL clock and records the status, writing only if something changed.
+    pub async fn update_ttl(
+        &self,
+        id: &str,
+        status: CheckStatus,
+        output: String,
+    ) -> Result<(), ApiError> {
+        self.ensure_check(id)?;
+        if self.ttl.reset(id).is_none() {
+            return Err(ApiError::internal(format!(
+                "CheckID \"{id}\" does not have associated TTL"
+            )));
+        }
+        let unchanged = {
+            let st = self
+                .consensus
+                .state()
+                .read()
+                .map_err(|_| ApiError::internal("catalog lock poisoned"))?;
+            st.catalog
+                .check(&self.identity.node_name, id)
+                .is_some_and(|c| c.status == status && c.output == output)
+        };
+        if unchanged {
+            // Steady heartbeats cost no Raft traffic.
+            return Ok(());
+        }
+        self.write(Command::UpdateCheck {
+            node: self.identity.node_name.clone(),
+            check_id: id.to_string(),
+            status,
+            output,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Marks expired TTL checks critical.
+    async fn run_ttl(self: Arc<Agent>) {
+        loop {
+            for id in self.ttl.take_expired() {
+                let cmd = Command::UpdateCheck {
+                    node: self.identity.node_name.clone(),
+                    check_id: id.clone(),
+                    status: CheckStatus::Critical,
+                    output: "TTL expired".into(),
+                };
+                if let Err(e) = self.write(cmd).await {
+                    tracing::warn!(check = %id, error = %e.message, "marking TTL check critical");
+                }
+            }
+            let next = self
+                .ttl
+                .next_deadline()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                _ = self.ttl.changed.notified() => {}
+            }
+        }
+    }
+
+    /// Twice a second: reap services critical for longer than their
+    /// `DeregisterCriticalServiceAfter`, and, on the leader, invalidate
+    /// sessions whose TTL ran out.
+    async fn run_housekeeping(self: Arc<Agent>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.reap_critical().await;
+            self.expire_sessions().await;
+        }
+    }
+
+    async fn reap_critical(&self) {
+        let doomed: Vec<String> = {
+            let Ok(st) = self.consensus.state().read() else {
+                return;
+            };
+            let checks: Vec<_> = st.catalog.node_checks(&self.identity.node_name).collect();
+            self.critical
+                .retain(&|id| checks.iter().any(|c| c.id == id));
+            checks
+                .iter()
+                .filter(|c| {
+                    let for_ = self
+                        .critical
+                        .observe(&c.id, c.status == CheckStatus::Critical);
+                    let after = c.definition.deregister_critical_after_ms;
+                    after > 0 && !c.service_id.is_empty() && for_ >= Duration::from_millis(after)
+                })
+                .map(|c| c.service_id.clone())
+                .collect()
+        };
+        for sid in doomed {
+            tracing::info!(service = %sid, "deregistering service critical past DeregisterCriticalServiceAfter");
+            if let Err(e) = self.deregister_service(&sid).await {
+                tracing::warn!(service = %sid, error = %e.message, "reaping critical service");
+            }
+        }
+    }
+
+    /// Resets a session's TTL clock; false if the session is unknown.
+    pub fn renew_session(&self, id: &str, ttl: Duration) {
+        if let Ok(mut d) = self.session_deadlines.lock() {
+            d.insert(id.to_string(), Instant::now() + ttl * 2);
+        }
+    }
+
+    async fn expire_sessions(&self) {
+        if !self.consensus.is_leader() {
+            if let Ok(mut d) = self.session_deadlines.lock() {
+                d.clear();
+            }
+            return;
+        }
+        let expired: Vec<String> = {
+            let Ok(st) = self.consensus.state().read() else {
+                return;
+            };
+            let Ok(mut deadlines) = self.session_deadlines.lock() else {
+                return;
+            };
+            let now = Instant::now();
+            let mut live = std::collections::HashSet::new();
+            let mut expired = Vec::new();
+            for s in st.catalog.sessions() {
+                let Ok(ttl) = crate::api::parse_duration(&s.ttl) else {
+                    continue;
+                };
+                if ttl.is_zero() {
+                    continue;
+                }
+                live.insert(s.id.clone());
+                // Consul lets a session live up to twice its TTL.
+                let deadline = *deadlines.entry(s.id.clone()).or_insert(now + ttl * 2);
+                if deadline <= now {
+                    expired.push(s.id.clone());
+                }
+            }
+            deadlines.retain(|id, _| live.contains(id));
+            expired
+        };
+        for id in expired {
+            tracing::info!(session = %id, "session TTL expired");
+            if let Err(e) = self.write(Command::SessionDestroy { id: id.clone() }).await {
+                tracing::warn!(session = %id, error = %e.message, "invalidating expired session");
+            }
+        }
+    }
+}

@@ -1,0 +1,554 @@
+//! `/v1/agent/...`: this node's view — identity, members, local services
+//! and checks, registration, TTL reports, maintenance, join and leave.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::Router;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::decode::{self, GoDuration};
+use super::{check_dc, read, render, ApiError, AppState, Query, Reply, State};
+use crate::catalog::command::{CheckSpec, ServiceSpec};
+use crate::catalog::types::{CheckDefinition, CheckStatus, Weights};
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/agent/self", get(agent_self))
+        .route("/v1/agent/members", get(members))
+        .route("/v1/agent/services", get(services))
+        .route("/v1/agent/service/{id}", get(service))
+        .route("/v1/agent/checks", get(checks))
+        .route("/v1/agent/service/register", put(register_service))
+        .route("/v1/agent/service/deregister/{id}", put(deregister_service))
+        .route(
+            "/v1/agent/service/maintenance/{id}",
+            put(service_maintenance),
+        )
+        .route("/v1/agent/maintenance", put(node_maintenance))
+        .route("/v1/agent/check/register", put(register_check))
+        .route("/v1/agent/check/deregister/{id}", put(deregister_check))
+        .route("/v1/agent/check/pass/{id}", put(pass))
+        .route("/v1/agent/check/warn/{id}", put(warn))
+        .route("/v1/agent/check/fail/{id}", put(fail))
+        .route("/v1/agent/check/update/{id}", put(update))
+        .route("/v1/agent/join/{addr}", put(join))
+        .route("/v1/agent/leave", put(leave))
+}
+
+fn member(state: &AppState) -> Value {
+    let id = &state.agent.identity;
+    let port = state.config.server_addr.port();
+    json!({
+        "Name": id.node_name,
+        "Addr": id.address,
+        "Port": port,
+        "Tags": {
+            "role": "consul",
+            "dc": id.datacenter,
+            "port": port.to_string(),
+            "build": env!("CARGO_PKG_VERSION"),
+            "id": id.node_id,
+            "bootstrap": "1",
+            "vsn": "2", "vsn_min": "2", "vsn_max": "3",
+        },
+        "Status": 1,
+        "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2,
+        "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 4,
+    })
+}
+
+async fn agent_self(state: State) -> Response {
+    let id = &state.agent.identity;
+    super::json(json!({
+        "Config": {
+            "Datacenter": id.datacenter,
+            "PrimaryDatacenter": id.datacenter,
+            "NodeName": id.node_name,
+            "NodeID": id.node_id,
+            "Server": state.config.server,
+            "Revision": "",
+            "Version": env!("CARGO_PKG_VERSION"),
+            "Product": "muster",
+        },
+        "DebugConfig": {},
+        "Coord": null,
+        "Member": member(&state),
+        "Meta": {},
+        "Stats": {},
+    }))
+}
+
+async fn members(state: State) -> Response {
+    super::json(json!([member(&state)]))
+}
+
+async fn services(state: State, Query(p): Query) -> Result<Response, ApiError> {
+    let node = state.agent.identity.node_name.clone();
+    let dc = state.config.datacenter.clone();
+    read(&state, &p, |cat| {
+        let map: Map<String, Value> = cat
+            .node_services(&node)
+            .map(|s| (s.id.clone(), render::service(s, &dc)))
+            .collect();
+        Ok(Reply::found(Value::Object(map), cat.indexes().services))
+    })
+    .await
+}
+
+async fn service(
+    state: State,
+    Path(id): Path<String>,
+    Query(p): Query,
+) -> Result<Response, ApiError> {
+    let node = state.agent.identity.node_name.clone();
+    let dc = state.config.datacenter.clone();
+    read(&state, &p, |cat| match cat.service(&node, &id) {
+        Some(s) => Ok(Reply::found(render::service(s, &dc), s.modify_index)),
+        None => Err(ApiError::not_found(format!("unknown service ID: {id}"))),
+    })
+    .await
+}
+
+async fn checks(state: State, Query(p): Query) -> Result<Response, ApiError> {
+    let node = state.agent.identity.node_name.clone();
+    read(&state, &p, |cat| {
+        let map: Map<String, Value> = cat
+            .node_checks(&node)
+            .map(|c| (c.id.clone(), render::check(c)))
+            .collect();
+        Ok(Reply::found(Value::Object(map), cat.indexes().checks))
+    })
+    .await
+}
+
+/// A check definition as clients send it (agent and service registration).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct CheckDef {
+    #[serde(alias = "checkid")]
+    id: String,
+    name: String,
+    notes: String,
+    status: String,
+    #[serde(rename = "serviceid")]
+    service_id: String,
+    ttl: GoDuration,
+    interval: GoDuration,
+    timeout: GoDuration,
+    #[serde(rename = "deregistercriticalserviceafter")]
+    deregister_after: GoDuration,
+    // Kinds that need the plugin runtime; present only to reject clearly.
+    http: Option<String>,
+    tcp: Option<String>,
+    grpc: Option<String>,
+    h2ping: Option<String>,
+    args: Option<Vec<String>>,
+    script: Option<String>,
+    #[serde(rename = "dockercontainerid")]
+    docker_container_id: Option<String>,
+}
+
+impl CheckDef {
+    /// Validates and turns the definition into a catalog check. `field`
+    /// is how the error names it ("Check", "Checks[1]").
+    fn into_spec(
+        self,
+        field: &str,
+        default_id: String,
+        default_name: String,
+        service_id: &str,
+    ) -> Result<CheckSpec, ApiError> {
+        let unsupported = [
+            ("HTTP", self.http.is_some()),
+            ("TCP", self.tcp.is_some()),
+            ("GRPC", self.grpc.is_some()),
+            ("H2PING", self.h2ping.is_some()),
+            ("DockerContainerID", self.docker_container_id.is_some()),
+        ];
+        if self.args.is_some() || self.script.is_some() {
+            return Err(ApiError::bad_request(format!(
+                "{field}.Args: script checks are not supported by muster; write the check as a WebAssembly plugin instead"
+            )));
+        }
+        if let Some((kind, _)) = unsupported.iter().find(|(_, set)| *set) {
+            return Err(ApiError::bad_request(format!(
+                "{field}.{kind}: {kind} checks run as WebAssembly plugins, which this build does not have yet; use a TTL check"
+            )));
+        }
+        if self.ttl.0.is_zero() {
+            return Err(ApiError::bad_request(format!(
+                "{field}.TTL: a check needs a TTL (> 0); TTL checks are the kind this build supports"
+            )));
+        }
+        let status = if self.status.is_empty() {
+            CheckStatus::Critical
+        } else {
+            CheckStatus::parse(&self.status).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "{field}.Status: invalid status \"{}\"",
+                    self.status
+                ))
+            })?
+        };
+        let service_id = if self.service_id.is_empty() {
+            service_id.to_string()
+        } else {
+            self.service_id
+        };
+        Ok(CheckSpec {
+            id: if self.id.is_empty() {
+                default_id
+            } else {
+                self.id
+            },
+            name: if self.name.is_empty() {
+                default_name
+            } else {
+                self.name
+            },
+            status,
+            notes: self.notes,
+            output: String::new(),
+            service_id,
+            definition: CheckDefinition {
+                kind: "ttl".into(),
+                ttl_ms: self.ttl.0.as_millis() as u64,
+                interval_ms: self.interval.0.as_millis() as u64,
+                timeout_ms: self.timeout.0.as_millis() as u64,
+                deregister_critical_after_ms: self.deregister_after.0.as_millis() as u64,
+            },
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct WeightsDef {
+    #[serde(default = "one")]
+    passing: u32,
+    #[serde(default = "one")]
+    warning: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ServiceDef {
+    id: String,
+    name: String,
+    tags: Vec<String>,
+    address: String,
+    port: u16,
+    meta: BTreeMap<String, String>,
+    #[serde(rename = "enabletagoverride")]
+    enable_tag_override: bool,
+    weights: Option<WeightsDef>,
+    kind: String,
+    check: Option<CheckDef>,
+    checks: Vec<CheckDef>,
+}
+
+/// Consul's limits on metadata, so that what registers here also
+/// registers there.
+pub fn validate_meta(field: &str, meta: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if meta.len() > 64 {
+        return Err(ApiError::bad_request(format!(
+            "{field}: at most 64 key/value pairs, got {}",
+            meta.len()
+        )));
+    }
+    for (k, v) in meta {
+        if k.is_empty()
+            || k.len() > 128
+            || !k
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ApiError::bad_request(format!(
+                "{field}: key \"{k}\" must be 1-128 characters of letters, digits, '-' or '_'"
+            )));
+        }
+        if k.starts_with("consul-") {
+            return Err(ApiError::bad_request(format!(
+                "{field}: key \"{k}\" uses the reserved prefix \"consul-\""
+            )));
+        }
+        if v.len() > 512 {
+            return Err(ApiError::bad_request(format!(
+                "{field}: value of \"{k}\" is longer than 512 characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn register_service(
+    state: State,
+    Query(p): Query,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    check_dc(&state, &p)?;
+    let def: ServiceDef = decode::body(&body)?;
+    if def.name.is_empty() {
+        return Err(ApiError::bad_request("Missing service name"));
+    }
+    if !def.kind.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "Kind: service kind \"{}\" is not supported",
+            def.kind
+        )));
+    }
+    validate_meta("Meta", &def.meta)?;
+    let id = if def.id.is_empty() {
+        def.name.clone()
+    } else {
+        def.id.clone()
+    };
+    let mut defs: Vec<(String, CheckDef)> = Vec::new();
+    if let Some(c) = def.check {
+        defs.push(("Check".into(), c));
+    }
+    defs.extend(
+        def.checks
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| (format!("Checks[{i}]"), c)),
+    );
+    let many = defs.len() > 1;
+    let mut checks = Vec::with_capacity(defs.len());
+    for (n, (field, c)) in defs.into_iter().enumerate() {
+        let default_id = if many {
+            format!("service:{id}:{}", n + 1)
+        } else {
+            format!("service:{id}")
+        };
+        checks.push(c.into_spec(
+            &field,
+            default_id,
+            format!("Service '{}' check", def.name),
+            &id,
+        )?);
+    }
+    let spec = ServiceSpec {
+        id,
+        name: def.name,
+        tags: def.tags,
+        address: def.address,
+        port: def.port,
+        meta: def.meta,
+        enable_tag_override: def.enable_tag_override,
+        weights: def
+            .weights
+            .map(|w| Weights {
+                passing: w.passing,
+                warning: w.warning,
+            })
+            .unwrap_or_default(),
+    };
+    state.agent.register(Some(spec), checks).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn deregister_service(state: State, Path(id): Path<String>) -> Result<Response, ApiError> {
+    state.agent.deregister_service(&id).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn register_check(state: State, Query(p): Query, body: Bytes) -> Result<Response, ApiError> {
+    check_dc(&state, &p)?;
+    let def: CheckDef = decode::body(&body)?;
+    if def.name.is_empty() {
+        return Err(ApiError::bad_request("Missing check name"));
+    }
+    if !def.service_id.is_empty() {
+        let node = &state.agent.identity.node_name;
+        let known = state
+            .consensus
+            .state()
+            .read()
+            .map_err(|_| ApiError::internal("catalog lock poisoned"))?
+            .catalog
+            .service(node, &def.service_id)
+            .is_some();
+        if !known {
+            return Err(ApiError::bad_request(format!(
+                "ServiceID \"{}\" does not exist",
+                def.service_id
+            )));
+        }
+    }
+    let name = def.name.clone();
+    let spec = def.into_spec("Check", name.clone(), name, "")?;
+    state.agent.register(None, vec![spec]).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn deregister_check(state: State, Path(id): Path<String>) -> Result<Response, ApiError> {
+    state.agent.deregister_check(&id).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn ttl_report(
+    state: &AppState,
+    id: &str,
+    status: CheckStatus,
+    output: String,
+) -> Result<Response, ApiError> {
+    state.agent.update_ttl(id, status, output).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn pass(state: State, Path(id): Path<String>, Query(p): Query) -> Result<Response, ApiError> {
+    ttl_report(
+        &state,
+        &id,
+        CheckStatus::Passing,
+        p.get("note").unwrap_or("").to_string(),
+    )
+    .await
+}
+
+async fn warn(state: State, Path(id): Path<String>, Query(p): Query) -> Result<Response, ApiError> {
+    ttl_report(
+        &state,
+        &id,
+        CheckStatus::Warning,
+        p.get("note").unwrap_or("").to_string(),
+    )
+    .await
+}
+
+async fn fail(state: State, Path(id): Path<String>, Query(p): Query) -> Result<Response, ApiError> {
+    ttl_report(
+        &state,
+        &id,
+        CheckStatus::Critical,
+        p.get("note").unwrap_or("").to_string(),
+    )
+    .await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct CheckUpdate {
+    status: String,
+    output: String,
+}
+
+async fn update(state: State, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    let u: CheckUpdate = decode::body(&body)?;
+    let status = CheckStatus::parse(&u.status).ok_or_else(|| {
+        ApiError::bad_request(format!("Status: invalid check status: \"{}\"", u.status))
+    })?;
+    ttl_report(&state, &id, status, u.output).await
+}
+
+async fn maintenance(
+    state: &AppState,
+    p: &super::Params,
+    check_id: String,
+    name: &str,
+    service_id: &str,
+) -> Result<Response, ApiError> {
+    let enable = match p.get("enable") {
+        Some("true") => true,
+        Some("false") => false,
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "Invalid value for \"enable\": \"{v}\""
+            )))
+        }
+        None => return Err(ApiError::bad_request("Missing value for enable")),
+    };
+    if enable {
+        let reason = p
+            .get("reason")
+            .filter(|r| !r.is_empty())
+            .unwrap_or("Maintenance mode is enabled for this service, but no reason was provided. This is a default message.");
+        let spec = CheckSpec {
+            id: check_id,
+            name: name.into(),
+            status: CheckStatus::Critical,
+            notes: reason.to_string(),
+            output: String::new(),
+            service_id: service_id.to_string(),
+            definition: CheckDefinition::default(),
+        };
+        state.agent.register(None, vec![spec]).await?;
+    } else {
+        let exists = state
+            .consensus
+            .state()
+            .read()
+            .map_err(|_| ApiError::internal("catalog lock poisoned"))?
+            .catalog
+            .check(&state.agent.identity.node_name, &check_id)
+            .is_some();
+        if exists {
+            state.agent.deregister_check(&check_id).await?;
+        }
+    }
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn service_maintenance(
+    state: State,
+    Path(id): Path<String>,
+    Query(p): Query,
+) -> Result<Response, ApiError> {
+    let exists = state
+        .consensus
+        .state()
+        .read()
+        .map_err(|_| ApiError::internal("catalog lock poisoned"))?
+        .catalog
+        .service(&state.agent.identity.node_name, &id)
+        .is_some();
+    if !exists {
+        return Err(ApiError::not_found(format!("Unknown service ID \"{id}\"")));
+    }
+    maintenance(
+        &state,
+        &p,
+        format!("_service_maintenance:{id}"),
+        "Service Maintenance Mode",
+        &id,
+    )
+    .await
+}
+
+async fn node_maintenance(state: State, Query(p): Query) -> Result<Response, ApiError> {
+    maintenance(
+        &state,
+        &p,
+        "_node_maintenance".into(),
+        "Node Maintenance Mode",
+        "",
+    )
+    .await
+}
+
+async fn join(state: State, Path(addr): Path<String>) -> Result<Response, ApiError> {
+    let own = state.config.server_addr.to_string();
+    if addr == own || addr == state.config.server_addr.ip().to_string() {
+        return Ok(StatusCode::OK.into_response());
+    }
+    Err(ApiError::internal(format!(
+        "cannot join {addr}: this build runs a single server; multi-server clustering is not available yet"
+    )))
+}
+
+async fn leave(state: State) -> Response {
+    tracing::info!("leave requested over the API; shutting down");
+    state.agent.leave.notify_one();
+    StatusCode::OK.into_response()
+}

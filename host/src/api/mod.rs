@@ -1,0 +1,397 @@
+//! The Consul-compatible HTTP API (`/v1/...`).
+//!
+//! Reads borrow the applied catalog and can block (`?index`, `?wait`) on the
+//! table they read; writes go through the agent or straight to Raft. Errors
+//! are plain-text bodies with Consul's status codes and wording, so that
+//! Consul client libraries recognise them.
+
+mod agent;
+mod catalog;
+mod decode;
+mod filter;
+mod health;
+mod kv;
+mod render;
+mod session;
+mod status;
+mod txn;
+
+pub use decode::parse_duration;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use rand::Rng;
+use serde_json::Value;
+
+use crate::agent::Agent;
+use crate::catalog::{Catalog, Index};
+use crate::config::Config;
+use crate::raft::{Consensus, WriteError};
+
+/// What every handler can reach.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub consensus: Consensus,
+    pub agent: Arc<Agent>,
+}
+
+/// Shared state as handlers receive it.
+pub type State = axum::extract::State<Arc<AppState>>;
+
+/// The largest request body accepted anywhere; KV values have their own,
+/// smaller limit (Consul's `kv_max_value_size`).
+const MAX_BODY: usize = 4 << 20;
+/// Consul's default maximum KV value size.
+pub const MAX_KV_VALUE: usize = 512 * 1024;
+
+/// Builds the `/v1` router.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .merge(agent::routes())
+        .merge(catalog::routes())
+        .merge(health::routes())
+        .merge(kv::routes())
+        .merge(session::routes())
+        .merge(txn::routes())
+        .merge(status::routes())
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "Not found: no such endpoint") })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// An error answered as Consul does: a status code and a plain-text message.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// 400 with a message that names what was wrong.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// 500: Consul's answer for errors that happen past validation.
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> ApiError {
+        ApiError::internal(e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, self.message).into_response();
+        r.headers_mut().insert(
+            "content-type",
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r
+    }
+}
+
+/// Query-string parameters, Consul style: `?recurse` alone means true.
+#[derive(Debug, Default)]
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    /// Parses a raw query string.
+    pub fn parse(raw: Option<&str>) -> Params {
+        let pairs = raw
+            .map(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Params(pairs)
+    }
+
+    /// Whether a flag is set (present and not "false").
+    pub fn flag(&self, name: &str) -> bool {
+        self.get(name).is_some_and(|v| v != "false")
+    }
+
+    /// A parameter's value (the last one, if repeated).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a repeatable parameter (`?tag=a&tag=b`).
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// An unsigned integer parameter; a malformed one is a 400 naming it.
+    pub fn u64(&self, name: &str) -> Result<Option<u64>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some("") => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|_| {
+                ApiError::bad_request(format!(
+                    "Invalid {name} parameter: '{v}' is not an unsigned integer"
+                ))
+            }),
+        }
+    }
+}
+
+/// Extracts `Params` from the raw query string.
+pub struct Query(pub Params);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Query {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Query(Params::parse(parts.uri.query())))
+    }
+}
+
+/// How a read must be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Consistency {
+    Default,
+    Stale,
+    Consistent,
+}
+
+/// The blocking and consistency options every read accepts.
+struct ReadOptions {
+    index: Index,
+    wait: Duration,
+    consistency: Consistency,
+    filter: Option<filter::Expr>,
+    pretty: bool,
+}
+
+/// Consul's default and maximum blocking wait.
+const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+const MAX_WAIT: Duration = Duration::from_secs(600);
+
+impl ReadOptions {
+    fn parse(state: &AppState, p: &Params) -> Result<ReadOptions, ApiError> {
+        check_dc(state, p)?;
+        let wait = match p.get("wait") {
+            Some(w) if !w.is_empty() => decode::parse_duration(w)
+                .map_err(|e| ApiError::bad_request(format!("Invalid wait time: {e}")))?
+                .min(MAX_WAIT),
+            _ => DEFAULT_WAIT,
+        };
+        let consistency = match (p.flag("stale"), p.flag("consistent")) {
+            (true, true) => {
+                return Err(ApiError::bad_request(
+                    "Cannot specify ?stale with ?consistent, conflicting semantics.",
+                ))
+            }
+            (true, false) => Consistency::Stale,
+            (false, true) => Consistency::Consistent,
+            _ => Consistency::Default,
+        };
+        let filter = match p.get("filter") {
+            Some(f) if !f.is_empty() => Some(filter::parse(f).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "Failed to create boolean expression evaluator: {e}"
+                ))
+            })?),
+            _ => None,
+        };
+        Ok(ReadOptions {
+            index: p.u64("index")?.unwrap_or(0),
+            wait,
+            consistency,
+            filter,
+            pretty: p.flag("pretty"),
+        })
+    }
+}
+
+/// Only the local datacenter exists until WAN federation lands.
+pub fn check_dc(state: &AppState, p: &Params) -> Result<(), ApiError> {
+    match p.get("dc") {
+        Some(dc) if !dc.is_empty() && dc != state.config.datacenter => {
+            Err(ApiError::internal("No path to datacenter"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The body of a read.
+pub enum Body {
+    Json(Value),
+    /// `?raw` KV reads: the value's bytes as they were stored.
+    Raw(Vec<u8>),
+    /// 404 with an empty body, as Consul answers a missing key.
+    NotFound,
+}
+
+/// What a read produced and the index it reflects.
+pub struct Reply {
+    pub body: Body,
+    pub index: Index,
+}
+
+impl Reply {
+    pub fn found(body: Value, index: Index) -> Reply {
+        Reply {
+            body: Body::Json(body),
+            index,
+        }
+    }
+
+    pub fn missing(index: Index) -> Reply {
+        Reply {
+            body: Body::NotFound,
+            index,
+        }
+    }
+}
+
+/// Serves a read: applies consistency, blocks while the result's index is
+/// not past `?index`, filters, renders, and sets Consul's headers.
+pub async fn read<F>(state: &AppState, params: &Params, view: F) -> Result<Response, ApiError>
+where
+    F: Fn(&Catalog) -> Result<Reply, ApiError>,
+{
+    let opts = ReadOptions::parse(state, params)?;
+    match opts.consistency {
+        Consistency::Consistent => state
+            .consensus
+            .linearize()
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?,
+        Consistency::Default if state.consensus.leader_addr().is_none() => {
+            return Err(ApiError::internal("No cluster leader"))
+        }
+        _ => {}
+    }
+    let mut applied = state.consensus.applied();
+    let deadline = if opts.index > 0 {
+        // Consul adds up to wait/16 of jitter so that many watchers that
+        // started together do not all return together.
+        let jitter_ms = (opts.wait.as_millis() as u64 / 16).max(1);
+        let jitter = Duration::from_millis(rand::thread_rng().gen_range(0..jitter_ms));
+        Some(tokio::time::Instant::now() + opts.wait + jitter)
+    } else {
+        None
+    };
+    loop {
+        applied.borrow_and_update();
+        let reply = {
+            let guard = state
+                .consensus
+                .state()
+                .read()
+                .map_err(|_| ApiError::internal("catalog lock poisoned"))?;
+            view(&guard.catalog)?
+        };
+        let Some(deadline) = deadline else {
+            return Ok(respond(state, &opts, reply));
+        };
+        if reply.index > opts.index || tokio::time::Instant::now() >= deadline {
+            return Ok(respond(state, &opts, reply));
+        }
+        tokio::select! {
+            changed = applied.changed() => {
+                if changed.is_err() {
+                    return Ok(respond(state, &opts, reply));
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+fn respond(state: &AppState, opts: &ReadOptions, reply: Reply) -> Response {
+    let mut response = match reply.body {
+        Body::Json(mut v) => {
+            if let Some(f) = &opts.filter {
+                filter::apply(f, &mut v);
+            }
+            json_response(StatusCode::OK, &v, opts.pretty)
+        }
+        Body::Raw(bytes) => (StatusCode::OK, bytes).into_response(),
+        Body::NotFound => StatusCode::NOT_FOUND.into_response(),
+    };
+    consul_headers(state, &mut response, reply.index);
+    response
+}
+
+/// Sets `X-Consul-Index` (never 0, as Consul), `X-Consul-KnownLeader` and
+/// `X-Consul-LastContact`.
+pub fn consul_headers(state: &AppState, response: &mut Response, index: Index) {
+    let h = response.headers_mut();
+    h.insert("X-Consul-Index", HeaderValue::from(index.max(1)));
+    let known = state.consensus.leader_addr().is_some();
+    h.insert(
+        "X-Consul-KnownLeader",
+        HeaderValue::from_static(if known { "true" } else { "false" }),
+    );
+    h.insert("X-Consul-LastContact", HeaderValue::from_static("0"));
+}
+
+/// Renders JSON (pretty with `?pretty`).
+pub fn json_response(status: StatusCode, v: &Value, pretty: bool) -> Response {
+    let mut bytes = if pretty {
+        serde_json::to_vec_pretty(v)
+    } else {
+        serde_json::to_vec(v)
+    }
+    .unwrap_or_default();
+    if pretty {
+        bytes.push(b'\n');
+    }
+    let mut r = (status, bytes).into_response();
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    r
+}
+
+/// A plain JSON answer for writes (`true`, `{"ID": ...}`).
+pub fn json(v: Value) -> Response {
+    json_response(StatusCode::OK, &v, false)
+}
+
+/// Serves the HTTP API until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! Read-side views of the catalog. Each returns what it found together with
+//! the index a blocking query on it should compare against.
+
+use std::collections::BTreeMap;
+
+use super::kv::KvStore;
+use super::types::*;
+use super::Catalog;
+
+/// One row of `/v1/health/service`: an instance, its node and every check
+/// that affects it (the node's checks and its own).
+pub struct HealthEntry<'a> {
+    pub node: &'a Node,
+    pub service: &'a Service,
+    pub checks: Vec<&'a Check>,
+}
+
+impl HealthEntry<'_> {
+    /// The worst status among the instance's checks (passing if none).
+    pub fn status(&self) -> CheckStatus {
+        self.checks
+            .iter()
+            .map(|c| c.status)
+            .max()
+            .unwrap_or(CheckStatus::Passing)
+    }
+}
+
+impl Catalog {
+    /// The KV table.
+    pub fn kv(&self) -> &KvStore {
+        &self.kv
+    }
+
+    /// All nodes, by name.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values()
+    }
+
+    /// One node.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.get(name)
+    }
+
+    /// The services registered on `node`.
+    pub fn node_services<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a Service> + 'a {
+        self.services
+            .range((node.to_string(), String::new())..)
+            .take_while(move |((n, _), _)| n == node)
+            .map(|(_, s)| s)
+    }
+
+    /// One service instance.
+    pub fn service(&self, node: &str, id: &str) -> Option<&Service> {
+        self.services.get(&(node.to_string(), id.to_string()))
+    }
+
+    /// The checks registered on `node` (node-level and service-level).
+    pub fn node_checks<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a Check> + 'a {
+        self.checks
+            .range((node.to_string(), String::new())..)
+            .take_while(move |((n, _), _)| n == node)
+            .map(|(_, c)| c)
+    }
+
+    /// One check.
+    pub fn check(&self, node: &str, id: &str) -> Option<&Check> {
+        self.checks.get(&(node.to_string(), id.to_string()))
+    }
+
+    /// Every check.
+    pub fn all_checks(&self) -> impl Iterator<Item = &Check> {
+        self.checks.values()
+    }
+
+    /// Service names with the union of their instances' tags.
+    pub fn service_names(&self) -> BTreeMap<&str, Vec<&str>> {
+        let mut out: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for svc in self.services.values() {
+            let tags = out.entry(svc.name.as_str()).or_default();
+            for t in &svc.tags {
+                if !tags.contains(&t.as_str()) {
+                    tags.push(t.as_str());
+                }
+            }
+        }
+        for tags in out.values_mut() {
+            tags.sort_unstable();
+        }
+        out
+    }
+
+    /// Instances of the service `name` carrying every tag in `tags`.
+    pub fn instances<'a>(&'a self, name: &str, tags: &'a [String]) -> Vec<(&'a Node, &'a Service)> {
+        let Some(keys) = self.by_name.get(name) else {
+            return Vec::new();
+        };
+        keys.iter()
+            .filter_map(|k| self.services.get(k))
+            .filter(|s| tags.iter().all(|t| s.tags.contains(t)))
+            .filter_map(|s| self.nodes.get(&s.node).map(|n| (n, s)))
+            .collect()
+    }
+
+    /// Instances with their health, for `/v1/health/service` and DNS.
+    pub fn health_entries<'a>(&'a self, name: &str, tags: &'a [String]) -> Vec<HealthEntry<'a>> {
+        self.instances(name, tags)
+            .into_iter()
+            .map(|(node, service)| HealthEntry {
+                node,
+                service,
+                checks: self
+                    .node_checks(&node.name)
+                    .filter(|c| c.service_id.is_empty() || c.service_id == service.id)
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// The index for queries that join nodes, services and checks.
+    pub fn health_index(&self) -> Index {
+        let i = self.indexes;
+        i.nodes.max(i.services).max(i.checks)
+    }
+
+    /// All sessions.
+    pub fn sessions(&self) -> impl Iterator<Item = &Session> {
+        self.sessions.values()
+    }
+
+    /// One session.
+    pub fn session(&self, id: &str) -> Option<&Session> {
+        self.sessions.get(id)
+    }
+}

@@ -1,0 +1,428 @@
+//! The command line: `muster agent` runs a node; `kv`, `catalog` and
+//! `members` talk to a running agent over its HTTP API, like Consul's CLI.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context};
+use base64::Engine;
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+
+use crate::config::{Config, Flags};
+
+#[derive(Parser)]
+#[command(
+    name = "muster",
+    version,
+    about = "Service registry and discovery, Consul-compatible, extensible with WebAssembly"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a muster agent (a server node).
+    Agent(AgentArgs),
+    /// Read and write the key/value store.
+    Kv {
+        #[command(subcommand)]
+        cmd: KvCmd,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List services and nodes in the catalog.
+    Catalog {
+        #[command(subcommand)]
+        cmd: CatalogCmd,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the members of the cluster.
+    Members {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Args)]
+struct AgentArgs {
+    /// One in-memory server with everything on, for trying things out.
+    #[arg(long)]
+    dev: bool,
+    /// A TOML file or a directory of them (repeatable; later ones win).
+    #[arg(long = "config", value_name = "PATH")]
+    config: Vec<PathBuf>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Node name (default: the host name).
+    #[arg(long)]
+    node: Option<String>,
+    #[arg(long)]
+    datacenter: Option<String>,
+    #[arg(long)]
+    http_addr: Option<String>,
+    #[arg(long)]
+    dns_addr: Option<String>,
+    #[arg(long)]
+    server_addr: Option<String>,
+    /// Run as a server (the only mode in this build).
+    #[arg(long)]
+    server: bool,
+    #[arg(long)]
+    bootstrap_expect: Option<u32>,
+}
+
+#[derive(Args, Clone)]
+struct ClientArgs {
+    /// Address of the agent's HTTP API.
+    #[arg(
+        long,
+        env = "MUSTER_HTTP_ADDR",
+        default_value = "127.0.0.1:8500",
+        global = true
+    )]
+    http_addr: String,
+}
+
+#[derive(Subcommand)]
+enum KvCmd {
+    /// Print a value (or, with -recurse, every key:value under a prefix).
+    Get {
+        key: String,
+        #[arg(long)]
+        recurse: bool,
+        /// Print the full entry as JSON.
+        #[arg(long)]
+        detailed: bool,
+    },
+    /// Write a value.
+    Put {
+        key: String,
+        #[arg(default_value = "")]
+        value: String,
+        #[arg(long)]
+        flags: Option<u64>,
+        /// Check-and-set against -modify-index.
+        #[arg(long)]
+        cas: bool,
+        #[arg(long)]
+        modify_index: Option<u64>,
+    },
+    /// Delete a key (or, with -recurse, a prefix).
+    Delete {
+        key: String,
+        #[arg(long)]
+        recurse: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogCmd {
+    /// Service names (with -tags, their tags).
+    Services {
+        #[arg(long)]
+        tags: bool,
+    },
+    /// Nodes with their address and datacenter.
+    Nodes,
+}
+
+/// Consul's CLI takes single-dash long flags (`-recurse`); accept both.
+fn consul_style_args() -> Vec<String> {
+    std::env::args()
+        .map(|a| {
+            let is_long_single_dash = a.starts_with('-')
+                && !a.starts_with("--")
+                && a.len() > 2
+                && a[1..]
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic());
+            if is_long_single_dash {
+                format!("-{a}")
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse_from(consul_style_args());
+    let result = match cli.command {
+        Cmd::Agent(a) => run_agent(a),
+        Cmd::Kv { cmd, client } => kv(&Client::new(&client.http_addr), cmd),
+        Cmd::Catalog { cmd, client } => catalog(&Client::new(&client.http_addr), cmd),
+        Cmd::Members { client } => members(&Client::new(&client.http_addr)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_agent(a: AgentArgs) -> anyhow::Result<()> {
+    let flags = Flags {
+        dev: a.dev,
+        config: a.config,
+        data_dir: a.data_dir,
+        node: a.node,
+        datacenter: a.datacenter,
+        http_addr: a.http_addr,
+        dns_addr: a.dns_addr,
+        server_addr: a.server_addr,
+        server: a.server,
+        bootstrap_expect: a.bootstrap_expect,
+    };
+    let config = Config::load(&flags)?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{},openraft=warn", config.log_level))
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(crate::node::run(config))
+}
+
+/// A minimal HTTP client of the agent API.
+struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    fn new(addr: &str) -> Client {
+        let base = if addr.starts_with("http://") || addr.starts_with("https://") {
+            addr.trim_end_matches('/').to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        Client {
+            base,
+            agent: ureq::AgentBuilder::new().build(),
+        }
+    }
+
+    /// Sends a request; Ok(None) for 404, an error with the server's
+    /// message for any other failure.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> anyhow::Result<Option<String>> {
+        let url = format!("{}{}", self.base, path);
+        let req = self.agent.request(method, &url);
+        let res = match body {
+            Some(b) => req.send_bytes(b),
+            None => req.call(),
+        };
+        match res {
+            Ok(r) => Ok(Some(r.into_string().context("reading the response")?)),
+            Err(ureq::Error::Status(404, _)) => Ok(None),
+            Err(ureq::Error::Status(code, r)) => {
+                let msg = r.into_string().unwrap_or_default();
+                bail!("Unexpected response code: {code} ({})", msg.trim())
+            }
+            Err(e) => Err(anyhow!("cannot reach the agent at {}: {e}", self.base)),
+        }
+    }
+
+    fn get_json(&self, path: &str) -> anyhow::Result<Option<Value>> {
+        match self.call("GET", path, None)? {
+            None => Ok(None),
+            Some(text) => Ok(Some(
+                serde_json::from_str(&text).context("decoding the response")?,
+            )),
+        }
+    }
+}
+
+fn encode_key(key: &str) -> String {
+    key.split('/')
+        .map(|seg| form_urlencoded::byte_serialize(seg.as_bytes()).collect::<String>())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn decode_value(entry: &Value) -> String {
+    let b64 = entry.get("Value").and_then(Value::as_str).unwrap_or("");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn kv(c: &Client, cmd: KvCmd) -> anyhow::Result<()> {
+    match cmd {
+        KvCmd::Get {
+            key,
+            recurse,
+            detailed,
+        } => {
+            let q = if recurse { "?recurse" } else { "" };
+            let Some(entries) = c.get_json(&format!("/v1/kv/{}{q}", encode_key(&key)))? else {
+                if recurse {
+                    return Ok(());
+                }
+                bail!("No key exists at: {key}");
+            };
+            for e in entries.as_array().into_iter().flatten() {
+                if detailed {
+                    println!("{}", serde_json::to_string_pretty(e)?);
+                } else if recurse {
+                    println!(
+                        "{}:{}",
+                        e.get("Key").and_then(Value::as_str).unwrap_or(""),
+                        decode_value(e)
+                    );
+                } else {
+                    println!("{}", decode_value(e));
+                }
+            }
+            Ok(())
+        }
+        KvCmd::Put {
+            key,
+            value,
+            flags,
+            cas,
+            modify_index,
+        } => {
+            let mut q = Vec::new();
+            if let Some(f) = flags {
+                q.push(format!("flags={f}"));
+            }
+            if cas {
+                let idx = modify_index.ok_or_else(|| anyhow!("-cas needs -modify-index"))?;
+                q.push(format!("cas={idx}"));
+            }
+            let qs = if q.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", q.join("&"))
+            };
+            let out = c
+                .call(
+                    "PUT",
+                    &format!("/v1/kv/{}{qs}", encode_key(&key)),
+                    Some(value.as_bytes()),
+                )?
+                .unwrap_or_default();
+            if out.trim() == "true" {
+                println!("Success! Data written to: {key}");
+                Ok(())
+            } else {
+                bail!(
+                    "Failed to write {key}: CAS index {} is stale",
+                    modify_index.unwrap_or(0)
+                )
+            }
+        }
+        KvCmd::Delete { key, recurse } => {
+            let q = if recurse { "?recurse" } else { "" };
+            c.call("DELETE", &format!("/v1/kv/{}{q}", encode_key(&key)), None)?;
+            if recurse {
+                println!("Success! Deleted keys with prefix: {key}");
+            } else {
+                println!("Success! Deleted key: {key}");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn catalog(c: &Client, cmd: CatalogCmd) -> anyhow::Result<()> {
+    match cmd {
+        CatalogCmd::Services { tags } => {
+            let services = c.get_json("/v1/catalog/services")?.unwrap_or(Value::Null);
+            for (name, t) in services.as_object().into_iter().flatten() {
+                if tags {
+                    let list: Vec<&str> = t
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    println!("{name:<30} {}", list.join(","));
+                } else {
+                    println!("{name}");
+                }
+            }
+            Ok(())
+        }
+        CatalogCmd::Nodes => {
+            let nodes = c.get_json("/v1/catalog/nodes")?.unwrap_or(Value::Null);
+            println!("{:<24} {:<10} {:<16} DC", "Node", "ID", "Address");
+            for n in nodes.as_array().into_iter().flatten() {
+                let s = |k: &str| n.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+                let id: String = s("ID").chars().take(8).collect();
+                println!(
+                    "{:<24} {:<10} {:<16} {}",
+                    s("Node"),
+                    id,
+                    s("Address"),
+                    s("Datacenter")
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn members(c: &Client) -> anyhow::Result<()> {
+    let members = c.get_json("/v1/agent/members")?.unwrap_or(Value::Null);
+    println!(
+        "{:<24} {:<22} {:<8} {:<8} {:<8} DC",
+        "Node", "Address", "Status", "Type", "Build"
+    );
+    for m in members.as_array().into_iter().flatten() {
+        let s = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let tag = |k: &str| {
+            m.get("Tags")
+                .and_then(|t| t.get(k))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let status = match m.get("Status").and_then(Value::as_u64) {
+            Some(1) => "alive",
+            Some(2) => "leaving",
+            Some(3) => "left",
+            Some(4) => "failed",
+            _ => "unknown",
+        };
+        let role = if tag("role") == "consul" {
+            "server"
+        } else {
+            "client"
+        };
+        let addr = format!(
+            "{}:{}",
+            s("Addr"),
+            m.get("Port").and_then(Value::as_u64).unwrap_or(0)
+        );
+        println!(
+            "{:<24} {:<22} {:<8} {:<8} {:<8} {}",
+            s("Name"),
+            addr,
+            status,
+            role,
+            tag("build"),
+            tag("dc")
+        );
+    }
+    Ok(())
+}

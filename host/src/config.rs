@@ -1,0 +1,304 @@
+//! Agent configuration: TOML files (or directories of them, merged in name
+//! order) over built-in defaults, with `--dev` defaults first and command
+//! line flags last. Unknown keys are rejected with the file and line, so a
+//! typo never silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// Addresses the agent listens on.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddressesFile {
+    pub http: Option<String>,
+    pub dns: Option<String>,
+    pub server: Option<String>,
+}
+
+/// What a plugin block may use; read here, enforced by the plugin runtime.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    #[serde(default)]
+    pub connect: Vec<String>,
+    #[serde(default)]
+    pub read: Vec<String>,
+    #[serde(default)]
+    pub docker: bool,
+}
+
+/// A `[[source]]`, `[[exporter]]` or `[[check_plugin]]` block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginBlock {
+    pub name: String,
+    pub plugin: String,
+    #[serde(default)]
+    pub grant: Grant,
+    #[serde(default)]
+    pub config: toml::Table,
+}
+
+/// One configuration file as written: every key optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub node_name: Option<String>,
+    pub datacenter: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub server: Option<bool>,
+    pub bootstrap_expect: Option<u32>,
+    pub retry_join: Option<Vec<String>>,
+    pub log_level: Option<String>,
+    pub addresses: Option<AddressesFile>,
+    #[serde(default)]
+    pub source: Vec<PluginBlock>,
+    #[serde(default)]
+    pub exporter: Vec<PluginBlock>,
+    #[serde(default)]
+    pub check_plugin: Vec<PluginBlock>,
+}
+
+impl ConfigFile {
+    /// Later layers win key by key; plugin blocks accumulate.
+    fn merge(&mut self, other: ConfigFile) {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if other.$f.is_some() { self.$f = other.$f; } )* };
+        }
+        take!(
+            node_name,
+            datacenter,
+            data_dir,
+            server,
+            bootstrap_expect,
+            retry_join,
+            log_level
+        );
+        if let Some(a) = other.addresses {
+            let mine = self.addresses.get_or_insert_with(Default::default);
+            if a.http.is_some() {
+                mine.http = a.http;
+            }
+            if a.dns.is_some() {
+                mine.dns = a.dns;
+            }
+            if a.server.is_some() {
+                mine.server = a.server;
+            }
+        }
+        self.source.extend(other.source);
+        self.exporter.extend(other.exporter);
+        self.check_plugin.extend(other.check_plugin);
+    }
+}
+
+/// The resolved configuration every module reads.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub dev: bool,
+    pub node_name: String,
+    pub datacenter: String,
+    /// None only in `--dev`, where everything stays in memory.
+    pub data_dir: Option<PathBuf>,
+    pub server: bool,
+    pub bootstrap_expect: u32,
+    pub retry_join: Vec<String>,
+    pub log_level: String,
+    pub http_addr: SocketAddr,
+    pub dns_addr: SocketAddr,
+    pub server_addr: SocketAddr,
+    pub sources: Vec<PluginBlock>,
+    pub exporters: Vec<PluginBlock>,
+    pub check_plugins: Vec<PluginBlock>,
+}
+
+/// Command-line overrides, applied after every file.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    pub dev: bool,
+    pub config: Vec<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub node: Option<String>,
+    pub datacenter: Option<String>,
+    pub http_addr: Option<String>,
+    pub dns_addr: Option<String>,
+    pub server_addr: Option<String>,
+    pub server: bool,
+    pub bootstrap_expect: Option<u32>,
+}
+
+/// Reads one TOML file; toml's errors already carry line and column.
+fn read_file(path: &Path) -> anyhow::Result<ConfigFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e))
+}
+
+/// Reads a file, or every `*.toml` in a directory in name order.
+fn read_path(path: &Path) -> anyhow::Result<Vec<ConfigFile>> {
+    if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("reading config dir {}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        files.iter().map(|p| read_file(p)).collect()
+    } else {
+        Ok(vec![read_file(path)?])
+    }
+}
+
+fn parse_addr(what: &str, s: &str) -> anyhow::Result<SocketAddr> {
+    s.parse()
+        .with_context(|| format!("{what}: '{s}' is not an address of the form IP:PORT"))
+}
+
+fn default_node_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "muster".into())
+}
+
+impl Config {
+    /// Layers dev defaults, files and flags, then validates the result.
+    pub fn load(flags: &Flags) -> anyhow::Result<Config> {
+        let mut merged = ConfigFile::default();
+        if flags.dev {
+            merged.server = Some(true);
+            merged.bootstrap_expect = Some(1);
+        }
+        for path in &flags.config {
+            for file in read_path(path)? {
+                merged.merge(file);
+            }
+        }
+        let addresses = merged.addresses.unwrap_or_default();
+        let http = flags
+            .http_addr
+            .clone()
+            .or(addresses.http)
+            .unwrap_or_else(|| "127.0.0.1:8500".into());
+        let dns = flags
+            .dns_addr
+            .clone()
+            .or(addresses.dns)
+            .unwrap_or_else(|| "127.0.0.1:8600".into());
+        let server_addr = flags
+            .server_addr
+            .clone()
+            .or(addresses.server)
+            .unwrap_or_else(|| "127.0.0.1:8300".into());
+        let config = Config {
+            dev: flags.dev,
+            node_name: flags
+                .node
+                .clone()
+                .or(merged.node_name)
+                .unwrap_or_else(default_node_name),
+            datacenter: flags
+                .datacenter
+                .clone()
+                .or(merged.datacenter)
+                .unwrap_or_else(|| "dc1".into()),
+            data_dir: flags.data_dir.clone().or(merged.data_dir),
+            server: flags.server || merged.server.unwrap_or(false),
+            bootstrap_expect: flags
+                .bootstrap_expect
+                .or(merged.bootstrap_expect)
+                .unwrap_or(0),
+            retry_join: merged.retry_join.unwrap_or_default(),
+            log_level: merged.log_level.unwrap_or_else(|| "info".into()),
+            http_addr: parse_addr("addresses.http", &http)?,
+            dns_addr: parse_addr("addresses.dns", &dns)?,
+            server_addr: parse_addr("addresses.server", &server_addr)?,
+            sources: merged.source,
+            exporters: merged.exporter,
+            check_plugins: merged.check_plugin,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if !valid_name(&self.node_name) {
+            bail!(
+                "node_name '{}' must be letters, digits, '-', '_' or '.'",
+                self.node_name
+            );
+        }
+        if !valid_name(&self.datacenter) {
+            bail!(
+                "datacenter '{}' must be letters, digits, '-', '_' or '.'",
+                self.datacenter
+            );
+        }
+        if self.data_dir.is_none() && !self.dev {
+            bail!("data_dir is required (set it in the config file or with --data-dir), or run with --dev");
+        }
+        if !self.server {
+            bail!("server = false (a client agent) needs servers to join, which this build does not support yet; set server = true");
+        }
+        if self.bootstrap_expect > 1 || !self.retry_join.is_empty() {
+            bail!("bootstrap_expect > 1 and retry_join need multi-server clustering, which this build does not support yet; use bootstrap_expect = 1");
+        }
+        Ok(())
+    }
+}
+
+/// Node and datacenter names end up in DNS names and URLs.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_names_file_and_line() {
+        let dir = std::env::temp_dir().join(format!("muster-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, "server = true\nbootstrap_expekt = 1\n").unwrap();
+        let err = Config::load(&Flags {
+            config: vec![path.clone()],
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("bad.toml"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("bootstrap_expekt"), "{err}");
+    }
+
+    #[test]
+    fn flags_beat_files_beat_dev_defaults() {
+        let dir = std::env::temp_dir().join(format!("muster-cfg2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.toml");
+        std::fs::write(
+            &path,
+            "node_name = \"from-file\"\n[addresses]\nhttp = \"127.0.0.1:9500\"\n",
+        )
+        .unwrap();
+        let cfg = Config::load(&Flags {
+            dev: true,
+            config: vec![path],
+            node: Some("from-flag".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.node_name, "from-flag");
+        assert_eq!(cfg.http_addr.port(), 9500);
+        assert!(cfg.server);
+    }
+}

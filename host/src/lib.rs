@@ -1,0 +1,11 @@
+//! muster: a service registry and discovery node, wire-compatible with
+//! Consul's HTTP API, with the catalog replicated by openraft.
+
+pub mod agent;
+pub mod api;
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod health;
+pub mod node;
+pub mod raft;

@@ -1,0 +1,234 @@
+//! Consensus: openraft over a redb log, with the catalog as state machine.
+//!
+//! A single server is already a one-voter Raft cluster, so every write goes
+//! through the same path (propose, fsync, commit, apply) that a multi-server
+//! cluster uses.
+
+// openraft's StorageError is large by design and is the type its traits
+// require us to return; boxing it would only add conversions.
+#![allow(clippy::result_large_err)]
+
+mod log_store;
+mod network;
+mod state_machine;
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
+use tokio::sync::watch;
+
+use crate::catalog::{Command, Index, Request, Response};
+pub use state_machine::Applied;
+
+/// Raft node IDs: derived from the node's persistent UUID.
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// muster's Raft types: catalog commands in, catalog responses out.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+);
+
+/// Where the Raft state lives.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// Nothing on disk (`--dev`).
+    Memory,
+    /// `raft.redb` under this data directory.
+    Disk(PathBuf),
+}
+
+/// Why a write did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("No cluster leader")]
+    NoLeader,
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// Why a consistent read could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("No cluster leader")]
+    NoLeader,
+}
+
+/// This server's consensus handle: propose writes, read the catalog.
+#[derive(Clone)]
+pub struct Consensus {
+    raft: Raft<TypeConfig>,
+    id: NodeId,
+    state: Arc<RwLock<Applied>>,
+    applied: watch::Receiver<Index>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Consensus {
+    /// Opens the stores, starts Raft and, when this node is the only
+    /// expected server, bootstraps a one-voter cluster on first start.
+    pub async fn start(
+        id: NodeId,
+        raft_addr: &str,
+        storage: &Storage,
+        bootstrap: bool,
+    ) -> anyhow::Result<Consensus> {
+        let (log, sm) = match storage {
+            Storage::Memory => (
+                log_store::LogStore::in_memory(),
+                state_machine::StateMachine::open(None, None)?,
+            ),
+            Storage::Disk(dir) => {
+                let path = dir.join("raft.redb");
+                let db = Arc::new(open_db(&path)?);
+                (
+                    log_store::LogStore::open(db.clone(), &path)?,
+                    state_machine::StateMachine::open(Some(db), Some(&path))?,
+                )
+            }
+        };
+        let config = Config {
+            cluster_name: "muster".into(),
+            heartbeat_interval: 100,
+            election_timeout_min: 300,
+            election_timeout_max: 600,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(20_000),
+            max_in_snapshot_log_to_keep: 1_000,
+            ..Default::default()
+        }
+        .validate()
+        .context("raft config")?;
+        let state = sm.state();
+        let applied = sm.subscribe();
+        let raft = Raft::new(id, Arc::new(config), network::Network, log, sm)
+            .await
+            .context("starting raft")?;
+        if bootstrap && !raft.is_initialized().await.context("raft state")? {
+            let members = BTreeMap::from([(id, BasicNode::new(raft_addr))]);
+            raft.initialize(members)
+                .await
+                .context("bootstrapping the cluster")?;
+            tracing::info!(id, "bootstrapped a new single-server cluster");
+        }
+        Ok(Consensus {
+            raft,
+            id,
+            state,
+            applied,
+        })
+    }
+
+    /// Waits until a leader is known, up to `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> bool {
+        let mut metrics = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if metrics.borrow_and_update().current_leader.is_some() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, metrics.changed())
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+    }
+
+    /// Proposes `command` and waits until it is committed and applied.
+    pub async fn write(&self, command: Command) -> Result<(Index, Response), WriteError> {
+        let request = Request {
+            now_ms: now_ms(),
+            command,
+        };
+        match self.raft.client_write(request).await {
+            Ok(r) => Ok((r.log_id.index, r.data)),
+            Err(openraft::error::RaftError::APIError(
+                openraft::error::ClientWriteError::ForwardToLeader(_),
+            )) => Err(WriteError::NoLeader),
+            Err(e) => Err(WriteError::Raft(e.to_string())),
+        }
+    }
+
+    /// Confirms leadership with a quorum and waits for the state machine
+    /// to catch up, so that the next read is linearizable (`?consistent`).
+    pub async fn linearize(&self) -> Result<(), ReadError> {
+        self.raft
+            .ensure_linearizable()
+            .await
+            .map(|_| ())
+            .map_err(|_| ReadError::NoLeader)
+    }
+
+    /// The applied state; hold the lock only while reading.
+    pub fn state(&self) -> &Arc<RwLock<Applied>> {
+        &self.state
+    }
+
+    /// Changes whenever entries are applied: what blocking queries wait on.
+    pub fn applied(&self) -> watch::Receiver<Index> {
+        self.applied.clone()
+    }
+
+    /// This node's Raft ID.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The leader's Raft address, if one is known.
+    pub fn leader_addr(&self) -> Option<String> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let leader = m.current_leader?;
+        m.membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())
+    }
+
+    /// Whether this node is the leader now.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
+    /// Raft addresses of the voters.
+    pub fn peers(&self) -> Vec<String> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        membership
+            .voter_ids()
+            .filter_map(|id| membership.get_node(&id).map(|n| n.addr.clone()))
+            .collect()
+    }
+
+    /// Stops Raft, letting the log writer flush.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}
+
+/// Opens (or creates) the redb file, turning redb's errors into one that
+/// names the file, so that a corrupt store stops the node loudly.
+fn open_db(path: &Path) -> anyhow::Result<redb::Database> {
+    redb::Database::create(path).with_context(|| {
+        format!(
+            "cannot open the data file {} (corrupt, truncated or locked by another muster?)",
+            path.display()
+        )
+    })
+}
