@@ -1,1 +1,293 @@
+//! Harness for end-to-end tests: starts real `muster` binaries on loopback
+//! ports and talks to them over HTTP. Nothing here imitates the server.
 
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The `muster` binary under test: `$MUSTER_BIN`, else the one cargo built
+/// next to this test executable (target/<profile>/muster).
+pub fn muster_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("MUSTER_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps layout");
+    let bin = profile_dir.join("muster");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (cargo build --release)",
+        bin.display()
+    );
+    bin
+}
+
+/// A free loopback port (bound, then released for the agent to take).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A fresh temporary directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let p = std::env::temp_dir().join(format!("muster-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running agent process; killed when dropped.
+pub struct Agent {
+    pub child: Child,
+    pub http: String,
+    pub server_addr: String,
+    pub node: String,
+    pub log: PathBuf,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// How to start an agent.
+#[derive(Clone, Default)]
+pub struct AgentOptions {
+    pub data_dir: Option<PathBuf>,
+    pub node: Option<String>,
+    pub http_port: Option<u16>,
+    pub server_port: Option<u16>,
+    pub extra_args: Vec<String>,
+}
+
+impl AgentOptions {
+    /// A persistent single server on `dir`, on fixed ports so that a
+    /// restart comes back at the same addresses.
+    pub fn persistent(dir: &Path) -> AgentOptions {
+        AgentOptions {
+            data_dir: Some(dir.to_path_buf()),
+            node: Some("server-1".into()),
+            http_port: Some(free_port()),
+            server_port: Some(free_port()),
+            ..Default::default()
+        }
+    }
+}
+
+impl Agent {
+    /// An in-memory dev agent.
+    pub fn dev() -> Agent {
+        Agent::start(AgentOptions::default())
+    }
+
+    /// A persistent single server on `dir`.
+    pub fn persistent(dir: &Path) -> Agent {
+        Agent::start(AgentOptions::persistent(dir))
+    }
+
+    /// Starts an agent and waits until it answers with a leader.
+    pub fn start(opts: AgentOptions) -> Agent {
+        let agent = Agent::spawn(&opts);
+        agent.wait_ready(Duration::from_secs(15));
+        agent
+    }
+
+    /// Starts an agent without waiting for it.
+    pub fn spawn(opts: &AgentOptions) -> Agent {
+        let http = format!("127.0.0.1:{}", opts.http_port.unwrap_or_else(free_port));
+        let server_addr = format!("127.0.0.1:{}", opts.server_port.unwrap_or_else(free_port));
+        let node = opts
+            .node
+            .clone()
+            .unwrap_or_else(|| format!("node-{}", free_port()));
+        let log_dir = std::env::temp_dir().join("muster-test-logs");
+        let _ = std::fs::create_dir_all(&log_dir);
+        let log = log_dir.join(format!("{node}-{}.log", free_port()));
+        let mut cmd = Command::new(muster_bin());
+        cmd.arg("agent").args([
+            "--node",
+            &node,
+            "--http-addr",
+            &http,
+            "--server-addr",
+            &server_addr,
+        ]);
+        match &opts.data_dir {
+            Some(d) => {
+                cmd.args(["--server", "--bootstrap-expect", "1", "--data-dir"])
+                    .arg(d);
+            }
+            None => {
+                cmd.arg("--dev");
+            }
+        }
+        cmd.args(&opts.extra_args);
+        let log_file = std::fs::File::create(&log).expect("log file");
+        cmd.stdout(Stdio::null()).stderr(Stdio::from(log_file));
+        let child = cmd.spawn().expect("spawning muster");
+        Agent {
+            child,
+            http,
+            server_addr,
+            node,
+            log,
+            data_dir: opts.data_dir.clone(),
+        }
+    }
+
+    /// Waits until `/v1/status/leader` names a leader.
+    pub fn wait_ready(&self, timeout: Duration) -> Duration {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(r) = ureq::get(&self.url("/v1/status/leader"))
+                .timeout(Duration::from_millis(500))
+                .call()
+            {
+                if r.into_string().map(|s| s.len() > 2).unwrap_or(false) {
+                    return start.elapsed();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "agent {} not ready after {timeout:?}; log:\n{}",
+            self.node,
+            self.log_text()
+        );
+    }
+
+    /// The agent's log so far (for failure messages).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `http://addr/path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    /// Sends a request and returns (status, headers we care about, body).
+    pub fn call(&self, method: &str, path: &str, body: Option<&[u8]>) -> Resp {
+        let req = ureq::request(method, &self.url(path)).timeout(Duration::from_secs(700));
+        let res = match body {
+            Some(b) => req.send_bytes(b),
+            None => req.call(),
+        };
+        let r = match res {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        let status = r.status();
+        let index = r.header("X-Consul-Index").and_then(|v| v.parse().ok());
+        let known_leader = r.header("X-Consul-KnownLeader").map(str::to_string);
+        let content_type = r.header("content-type").map(str::to_string);
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut r.into_reader(), &mut bytes).expect("reading body");
+        Resp {
+            status,
+            index,
+            known_leader,
+            content_type,
+            body: bytes,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        self.call("GET", path, None)
+    }
+
+    pub fn put(&self, path: &str, body: &str) -> Resp {
+        self.call("PUT", path, Some(body.as_bytes()))
+    }
+
+    pub fn delete(&self, path: &str) -> Resp {
+        self.call("DELETE", path, None)
+    }
+
+    /// Runs the CLI against this agent.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(muster_bin())
+            .args(args)
+            .env("MUSTER_HTTP_ADDR", &self.http)
+            .output()
+            .expect("running the CLI")
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub index: Option<u64>,
+    pub known_leader: Option<String>,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "status {}: body is not JSON ({e}): {}",
+                self.status,
+                self.text()
+            )
+        })
+    }
+
+    /// Asserts the status, showing the body if it differs.
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Resp {
+        assert_eq!(
+            self.status,
+            status,
+            "unexpected status; body: {}",
+            self.text()
+        );
+        self
+    }
+}
+
+/// Decodes a KV entry's base64 value.
+pub fn kv_value(entry: &Value) -> Vec<u8> {
+    use base64::Engine;
+    let b64 = entry["Value"].as_str().unwrap_or("");
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("base64 value")
+}

@@ -100,7 +100,8 @@ pub fn kv(e: &KvEntry, with_value: bool) -> Value {
         "LockIndex": e.lock_index,
         "Key": e.key,
         "Flags": e.flags,
-        "Value": if with_value { Value::String(base64::engine::general_purpose::STANDARD.encode(&e.value)) } else { Value::Null },
+        // Consul returns null, not "", for an empty value.
+        "Value": if with_value && !e.value.is_empty() { Value::String(base64::engine::general_purpose::STANDARD.encode(&e.value)) } else { Value::Null },
         "CreateIndex": e.create_index,
         "ModifyIndex": e.modify_index,
     });
