@@ -6,12 +6,14 @@ use serde::{Deserialize, Serialize};
 
 use super::types::{CheckDefinition, CheckStatus, KvEntry, Meta, SessionBehavior, Weights};
 
-/// A log entry's payload: a command plus the proposing leader's wall clock,
-/// which lock-delay bookkeeping needs and replicas must not read themselves.
+/// A log entry's payload: the commands proposed together (writers are
+/// batched into one entry, so one fsync commits many writes) and the
+/// proposing leader's wall clock, which lock-delay bookkeeping needs and
+/// replicas must not read themselves.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {
     pub now_ms: u64,
-    pub command: Command,
+    pub commands: Vec<Command>,
 }
 
 /// Every change the catalog knows how to make.

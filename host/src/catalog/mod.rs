@@ -91,13 +91,22 @@ impl Catalog {
         self.indexes
     }
 
+    /// Applies a log entry's commands in order, all at `index`.
+    pub fn apply_entry(&mut self, index: Index, request: Request) -> Vec<Response> {
+        let now = request.now_ms;
+        request
+            .commands
+            .into_iter()
+            .map(|c| self.apply(index, now, c))
+            .collect()
+    }
+
     /// Applies one command at `index`. Never panics on any input: a command
     /// that cannot apply is answered with `Response::Rejected` and changes
     /// nothing.
-    pub fn apply(&mut self, index: Index, request: Request) -> Response {
+    pub fn apply(&mut self, index: Index, now: u64, command: Command) -> Response {
         self.last_index = self.last_index.max(index);
-        let now = request.now_ms;
-        match request.command {
+        match command {
             Command::Register(reg) => self.register(index, now, reg),
             Command::Deregister {
                 node,

@@ -10,13 +10,14 @@
 
 mod log_store;
 mod network;
+mod proposer;
 mod state_machine;
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
@@ -32,7 +33,7 @@ openraft::declare_raft_types!(
     /// muster's Raft types: catalog commands in, catalog responses out.
     pub TypeConfig:
         D = Request,
-        R = Response,
+        R = Vec<Response>,
 );
 
 /// Where the Raft state lives.
@@ -67,13 +68,7 @@ pub struct Consensus {
     id: NodeId,
     state: Arc<RwLock<Applied>>,
     applied: watch::Receiver<Index>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    proposer: proposer::Proposer,
 }
 
 impl Consensus {
@@ -123,6 +118,7 @@ impl Consensus {
             tracing::info!(id, "bootstrapped a new single-server cluster");
         }
         Ok(Consensus {
+            proposer: proposer::Proposer::start(raft.clone()),
             raft,
             id,
             state,
@@ -149,17 +145,7 @@ impl Consensus {
 
     /// Proposes `command` and waits until it is committed and applied.
     pub async fn write(&self, command: Command) -> Result<(Index, Response), WriteError> {
-        let request = Request {
-            now_ms: now_ms(),
-            command,
-        };
-        match self.raft.client_write(request).await {
-            Ok(r) => Ok((r.log_id.index, r.data)),
-            Err(openraft::error::RaftError::APIError(
-                openraft::error::ClientWriteError::ForwardToLeader(_),
-            )) => Err(WriteError::NoLeader),
-            Err(e) => Err(WriteError::Raft(e.to_string())),
-        }
+        self.proposer.propose(command).await
     }
 
     /// Confirms leadership with a quorum and waits for the state machine

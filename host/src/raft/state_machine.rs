@@ -175,7 +175,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((state.last_applied, state.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError<NodeId>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Response>>, StorageError<NodeId>>
     where
         I: IntoIterator<Item = openraft::Entry<TypeConfig>> + Send,
     {
@@ -188,11 +188,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             for entry in entries {
                 state.last_applied = Some(entry.log_id);
                 let response = match entry.payload {
-                    EntryPayload::Blank => Response::Done,
-                    EntryPayload::Normal(req) => state.catalog.apply(entry.log_id.index, req),
+                    EntryPayload::Blank => Vec::new(),
+                    EntryPayload::Normal(req) => state.catalog.apply_entry(entry.log_id.index, req),
                     EntryPayload::Membership(m) => {
                         state.membership = StoredMembership::new(Some(entry.log_id), m);
-                        Response::Done
+                        Vec::new()
                     }
                 };
                 out.push(response);
