@@ -115,6 +115,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config: Arc::new(config),
         consensus: consensus.clone(),
         agent: agent.clone(),
+        renders: Default::default(),
     });
     let leave = agent.clone();
     let shutdown = async move {

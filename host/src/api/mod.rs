@@ -12,6 +12,7 @@ mod filter;
 mod health;
 mod kv;
 mod render;
+mod server;
 mod session;
 mod status;
 mod txn;
@@ -38,6 +39,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub consensus: Consensus,
     pub agent: Arc<Agent>,
+    pub renders: Renders,
 }
 
 /// Shared state as handlers receive it.
@@ -114,11 +116,15 @@ impl IntoResponse for ApiError {
 
 /// Query-string parameters, Consul style: `?recurse` alone means true.
 #[derive(Debug, Default)]
-pub struct Params(Vec<(String, String)>);
+pub struct Params {
+    pairs: Vec<(String, String)>,
+    /// The request path, for keying shared renders of blocking reads.
+    path: String,
+}
 
 impl Params {
     /// Parses a raw query string.
-    pub fn parse(raw: Option<&str>) -> Params {
+    pub fn parse(path: &str, raw: Option<&str>) -> Params {
         let pairs = raw
             .map(|q| {
                 form_urlencoded::parse(q.as_bytes())
@@ -126,7 +132,26 @@ impl Params {
                     .collect()
             })
             .unwrap_or_default();
-        Params(pairs)
+        Params {
+            pairs,
+            path: path.to_string(),
+        }
+    }
+
+    /// What identifies a read apart from when it was asked: the path and
+    /// every parameter except `index` and `wait`. Watchers with equal keys
+    /// see equal answers at equal catalog indexes.
+    fn read_key(&self) -> String {
+        let mut key = self.path.clone();
+        for (k, v) in &self.pairs {
+            if k != "index" && k != "wait" {
+                key.push('\u{1f}');
+                key.push_str(k);
+                key.push('=');
+                key.push_str(v);
+            }
+        }
+        key
     }
 
     /// Whether a flag is set (present and not "false").
@@ -136,7 +161,7 @@ impl Params {
 
     /// A parameter's value (the last one, if repeated).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
+        self.pairs
             .iter()
             .rev()
             .find(|(k, _)| k == name)
@@ -145,7 +170,7 @@ impl Params {
 
     /// Every value of a repeatable parameter (`?tag=a&tag=b`).
     pub fn all(&self, name: &str) -> Vec<String> {
-        self.0
+        self.pairs
             .iter()
             .filter(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
@@ -176,7 +201,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Query {
         parts: &mut axum::http::request::Parts,
         _: &S,
     ) -> Result<Self, Self::Rejection> {
-        Ok(Query(Params::parse(parts.uri.query())))
+        Ok(Query(Params::parse(parts.uri.path(), parts.uri.query())))
     }
 }
 
@@ -307,26 +332,41 @@ where
     } else {
         None
     };
+    // Blocking reads share one render per catalog index: when a write wakes
+    // thousands of watchers of one prefix, the first renders and the rest
+    // copy its bytes.
+    let key = deadline.map(|_| params.read_key());
     loop {
         applied.borrow_and_update();
-        let reply = {
+        let rendered = {
             let guard = state
                 .consensus
                 .state()
                 .read()
                 .map_err(|_| ApiError::internal("catalog lock poisoned"))?;
-            view(&guard.catalog)?
+            let at = guard.last_applied.map(|l| l.index).unwrap_or(0);
+            match key.as_ref().and_then(|k| state.renders.get(k, at)) {
+                Some(hit) => hit,
+                None => {
+                    let r = Arc::new(render(&opts, view(&guard.catalog)?));
+                    if let Some(k) = &key {
+                        state.renders.put(k.clone(), at, r.clone());
+                    }
+                    r
+                }
+            }
         };
         let Some(deadline) = deadline else {
-            return Ok(respond(state, &opts, reply));
+            return Ok(rendered.response(state));
         };
-        if reply.index > opts.index || tokio::time::Instant::now() >= deadline {
-            return Ok(respond(state, &opts, reply));
+        if rendered.index > opts.index || tokio::time::Instant::now() >= deadline {
+            return Ok(rendered.response(state));
         }
+        drop(rendered);
         tokio::select! {
             changed = applied.changed() => {
                 if changed.is_err() {
-                    return Ok(respond(state, &opts, reply));
+                    return Err(ApiError::internal("node is shutting down"));
                 }
             }
             _ = tokio::time::sleep_until(deadline) => {}
@@ -334,19 +374,76 @@ where
     }
 }
 
-fn respond(state: &AppState, opts: &ReadOptions, reply: Reply) -> Response {
-    let mut response = match reply.body {
+/// A read's answer, rendered to bytes once and shareable between requests.
+pub struct Rendered {
+    index: Index,
+    status: StatusCode,
+    content_type: &'static str,
+    body: bytes::Bytes,
+}
+
+impl Rendered {
+    fn response(&self, state: &AppState) -> Response {
+        let mut response = (self.status, self.body.clone()).into_response();
+        if !self.content_type.is_empty() {
+            response
+                .headers_mut()
+                .insert("content-type", HeaderValue::from_static(self.content_type));
+        }
+        consul_headers(state, &mut response, self.index);
+        response
+    }
+}
+
+fn render(opts: &ReadOptions, reply: Reply) -> Rendered {
+    let (status, content_type, body) = match reply.body {
         Body::Json(mut v) => {
             if let Some(f) = &opts.filter {
                 filter::apply(f, &mut v);
             }
-            json_response(StatusCode::OK, &v, opts.pretty)
+            (
+                StatusCode::OK,
+                "application/json",
+                json_bytes(&v, opts.pretty),
+            )
         }
-        Body::Raw(bytes) => (StatusCode::OK, bytes).into_response(),
-        Body::NotFound => StatusCode::NOT_FOUND.into_response(),
+        Body::Raw(bytes) => (StatusCode::OK, "", bytes),
+        Body::NotFound => (StatusCode::NOT_FOUND, "", Vec::new()),
     };
-    consul_headers(state, &mut response, reply.index);
-    response
+    Rendered {
+        index: reply.index,
+        status,
+        content_type,
+        body: body.into(),
+    }
+}
+
+/// The last few shared renders of blocking reads, by read key.
+#[derive(Default)]
+pub struct Renders {
+    map: std::sync::Mutex<std::collections::HashMap<String, (Index, Arc<Rendered>)>>,
+}
+
+/// Enough for every distinct watched query of a busy node; a full cache
+/// is simply emptied (entries are only useful for one index anyway).
+const MAX_RENDERS: usize = 4096;
+
+impl Renders {
+    fn get(&self, key: &str, at: Index) -> Option<Arc<Rendered>> {
+        let map = self.map.lock().ok()?;
+        map.get(key)
+            .filter(|(i, _)| *i == at)
+            .map(|(_, r)| r.clone())
+    }
+
+    fn put(&self, key: String, at: Index, r: Arc<Rendered>) {
+        if let Ok(mut map) = self.map.lock() {
+            if map.len() >= MAX_RENDERS {
+                map.clear();
+            }
+            map.insert(key, (at, r));
+        }
+    }
 }
 
 /// Sets `X-Consul-Index` (never 0, as Consul), `X-Consul-KnownLeader` and
@@ -362,8 +459,7 @@ pub fn consul_headers(state: &AppState, response: &mut Response, index: Index) {
     h.insert("X-Consul-LastContact", HeaderValue::from_static("0"));
 }
 
-/// Renders JSON (pretty with `?pretty`).
-pub fn json_response(status: StatusCode, v: &Value, pretty: bool) -> Response {
+fn json_bytes(v: &Value, pretty: bool) -> Vec<u8> {
     let mut bytes = if pretty {
         serde_json::to_vec_pretty(v)
     } else {
@@ -373,7 +469,12 @@ pub fn json_response(status: StatusCode, v: &Value, pretty: bool) -> Response {
     if pretty {
         bytes.push(b'\n');
     }
-    let mut r = (status, bytes).into_response();
+    bytes
+}
+
+/// Renders JSON (pretty with `?pretty`).
+pub fn json_response(status: StatusCode, v: &Value, pretty: bool) -> Response {
+    let mut r = (status, json_bytes(v, pretty)).into_response();
     r.headers_mut()
         .insert("content-type", HeaderValue::from_static("application/json"));
     r
@@ -390,8 +491,6 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    server::run(listener, router(state), shutdown).await;
     Ok(())
 }
