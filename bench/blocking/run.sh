@@ -9,7 +9,9 @@
 #
 # Env: MUSTER_BIN (default /var/cache/muster-target/release/muster), MODE
 # (dev|persistent, default dev), WATCHERS (10000), HTTP_ADDR (127.0.0.1:18600),
-# SERVER_ADDR (127.0.0.1:18601, persistent mode), SETTLE (2), KEEP=1 keeps the
+# SERVER_ADDR (127.0.0.1:18601, persistent mode), SETTLE (2), QUIET (2: seconds
+# the client stays off its sockets after the write; 0 reads as responses
+# arrive, competing with the server for CPU), KEEP=1 keeps the
 # temp dir with the server log.
 set -euo pipefail
 
@@ -97,4 +99,4 @@ done
 say "leader elected"
 
 python3 "$HERE/blocking.py" --addr "$HTTP_ADDR" --pid "$MUSTER_PID" --watchers "$WATCHERS" \
-  --settle "$SETTLE" --ready-timeout 60
+  --settle "$SETTLE" --quiet "${QUIET:-2}" --ready-timeout 60

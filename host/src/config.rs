@@ -53,6 +53,8 @@ pub struct ConfigFile {
     pub bootstrap_expect: Option<u32>,
     pub retry_join: Option<Vec<String>>,
     pub log_level: Option<String>,
+    /// Log entries between snapshots (Consul's `raft_snapshot_threshold`).
+    pub raft_snapshot_threshold: Option<u64>,
     pub addresses: Option<AddressesFile>,
     #[serde(default)]
     pub source: Vec<PluginBlock>,
@@ -75,7 +77,8 @@ impl ConfigFile {
             server,
             bootstrap_expect,
             retry_join,
-            log_level
+            log_level,
+            raft_snapshot_threshold
         );
         if let Some(a) = other.addresses {
             let mine = self.addresses.get_or_insert_with(Default::default);
@@ -107,6 +110,7 @@ pub struct Config {
     pub bootstrap_expect: u32,
     pub retry_join: Vec<String>,
     pub log_level: String,
+    pub raft_snapshot_threshold: u64,
     pub http_addr: SocketAddr,
     pub dns_addr: SocketAddr,
     pub server_addr: SocketAddr,
@@ -214,6 +218,7 @@ impl Config {
                 .unwrap_or(0),
             retry_join: merged.retry_join.unwrap_or_default(),
             log_level: merged.log_level.unwrap_or_else(|| "info".into()),
+            raft_snapshot_threshold: merged.raft_snapshot_threshold.unwrap_or(16_384),
             http_addr: parse_addr("addresses.http", &http)?,
             dns_addr: parse_addr("addresses.dns", &dns)?,
             server_addr: parse_addr("addresses.server", &server_addr)?,
@@ -240,6 +245,12 @@ impl Config {
         }
         if self.data_dir.is_none() && !self.dev {
             bail!("data_dir is required (set it in the config file or with --data-dir), or run with --dev");
+        }
+        if self.raft_snapshot_threshold < 16 {
+            bail!(
+                "raft_snapshot_threshold = {} is too small (at least 16)",
+                self.raft_snapshot_threshold
+            );
         }
         if !self.server {
             bail!("server = false (a client agent) needs servers to join, which this build does not support yet; set server = true");
@@ -298,7 +309,42 @@ mod tests {
         })
         .unwrap();
         assert_eq!(cfg.node_name, "from-flag");
+        assert_eq!(cfg.raft_snapshot_threshold, 16_384, "default");
         assert_eq!(cfg.http_addr.port(), 9500);
         assert!(cfg.server);
+    }
+
+    #[test]
+    fn every_file_key_reaches_the_config() {
+        let dir = std::env::temp_dir().join(format!("muster-cfg3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("all.toml");
+        std::fs::write(
+            &path,
+            "node_name = \"n\"\ndatacenter = \"east\"\ndata_dir = \"/tmp/d\"\nserver = true\n\
+             bootstrap_expect = 1\nlog_level = \"debug\"\nraft_snapshot_threshold = 64\n\
+             [addresses]\nhttp = \"127.0.0.1:1\"\ndns = \"127.0.0.1:2\"\nserver = \"127.0.0.1:3\"\n",
+        )
+        .unwrap();
+        let cfg = Config::load(&Flags {
+            config: vec![path],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.node_name, "n");
+        assert_eq!(cfg.datacenter, "east");
+        assert_eq!(cfg.data_dir.as_deref(), Some(Path::new("/tmp/d")));
+        assert!(cfg.server);
+        assert_eq!(cfg.bootstrap_expect, 1);
+        assert_eq!(cfg.log_level, "debug");
+        assert_eq!(cfg.raft_snapshot_threshold, 64);
+        assert_eq!(
+            (
+                cfg.http_addr.port(),
+                cfg.dns_addr.port(),
+                cfg.server_addr.port()
+            ),
+            (1, 2, 3)
+        );
     }
 }

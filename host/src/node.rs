@@ -78,6 +78,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &raft_addr,
         &storage,
         config.bootstrap_expect == 1,
+        config.raft_snapshot_threshold,
     )
     .await?;
     if !consensus.wait_for_leader(Duration::from_secs(10)).await {

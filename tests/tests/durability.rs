@@ -216,3 +216,50 @@ fn missing_store_next_to_a_node_id_is_refused() {
     assert!(err.contains("raft.redb"), "{err}");
     assert!(err.contains("empty catalog"), "{err}");
 }
+
+#[test]
+fn snapshots_purge_the_log_and_restore_on_restart() {
+    let dir = TempDir::new("snap");
+    let cfg = dir.0.join("snap.toml");
+    std::fs::write(&cfg, "raft_snapshot_threshold = 50\n").unwrap();
+    let data = dir.0.join("data");
+    let mut opts = AgentOptions::persistent(&data);
+    opts.extra_args = vec!["--config".into(), cfg.display().to_string()];
+    let first = Agent::start(opts.clone());
+    // Sequential writes: one log entry each.
+    for i in 0..300 {
+        first
+            .put(&format!("/v1/kv/snap/{i:03}"), &format!("v{i}"))
+            .expect(200);
+    }
+    first.put("/v1/kv/snap/000", "rewritten").expect(200);
+    let log = first.log_text();
+    assert!(
+        log.contains("snapshot built"),
+        "no snapshot after 300 entries:\n{log}"
+    );
+    drop(first);
+
+    let second = Agent::start(opts);
+    let log = second.log_text();
+    assert!(
+        log.contains("snapshot restored"),
+        "restart did not load the snapshot:\n{log}"
+    );
+    // The log on disk holds only the tail behind the last snapshot.
+    let loaded: usize = log
+        .lines()
+        .find(|l| l.contains("raft log loaded"))
+        .and_then(|l| l.split("entries=").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("the restart logs how many log entries it loaded");
+    assert!(loaded < 150, "log was not purged: {loaded} entries loaded");
+    let entries = second.get("/v1/kv/snap/?recurse").expect(200).json();
+    assert_eq!(entries.as_array().unwrap().len(), 300);
+    assert_eq!(
+        kv_value(&second.get("/v1/kv/snap/000").json()[0]),
+        b"rewritten"
+    );
+    assert_eq!(kv_value(&second.get("/v1/kv/snap/299").json()[0]), b"v299");
+}

@@ -79,6 +79,7 @@ impl Consensus {
         raft_addr: &str,
         storage: &Storage,
         bootstrap: bool,
+        snapshot_threshold: u64,
     ) -> anyhow::Result<Consensus> {
         let (log, sm) = match storage {
             Storage::Memory => (
@@ -99,8 +100,10 @@ impl Consensus {
             heartbeat_interval: 100,
             election_timeout_min: 300,
             election_timeout_max: 600,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(20_000),
-            max_in_snapshot_log_to_keep: 1_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_threshold),
+            // Keep a tail behind each snapshot so a briefly lagging
+            // follower catches up from the log rather than a snapshot.
+            max_in_snapshot_log_to_keep: (snapshot_threshold / 2).min(1_000),
             ..Default::default()
         }
         .validate()

@@ -153,7 +153,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         };
         self.save(&stored)?;
         *self.current.lock().await = Some(stored);
-        tracing::debug!(index = ?meta.last_log_id, bytes = data.len(), "snapshot built");
+        tracing::info!(index = ?meta.last_log_id, bytes = data.len(), "snapshot built");
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
