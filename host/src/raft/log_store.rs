@@ -35,11 +35,7 @@ enum LogOp {
     Append(Vec<(u64, Vec<u8>)>, LogFlushed<TypeConfig>),
     Truncate(u64, oneshot::Sender<Result<(), String>>),
     Purge(u64, Vec<u8>, oneshot::Sender<Result<(), String>>),
-    Meta(
-        &'static str,
-        Vec<u8>,
-        Option<oneshot::Sender<Result<(), String>>>,
-    ),
+    Meta(&'static str, Vec<u8>, oneshot::Sender<Result<(), String>>),
 }
 
 #[derive(Default)]
@@ -50,12 +46,17 @@ struct Inner {
     committed: Option<LogId<NodeId>>,
 }
 
+/// The newest commit marker, not yet written. It rides along with the next
+/// batch instead of costing a sync of its own.
+type PendingCommitted = Arc<std::sync::Mutex<Option<Vec<u8>>>>;
+
 /// The log store handed to openraft; cheap to clone (one per reader).
 #[derive(Clone)]
 pub struct LogStore {
     inner: Arc<Mutex<Inner>>,
     /// None in `--dev` mode: the same code path, nothing written to disk.
     writer: Option<mpsc::Sender<LogOp>>,
+    committed: PendingCommitted,
 }
 
 fn io_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
@@ -72,6 +73,7 @@ impl LogStore {
         LogStore {
             inner: Arc::new(Mutex::new(Inner::default())),
             writer: None,
+            committed: Default::default(),
         }
     }
 
@@ -121,13 +123,16 @@ impl LogStore {
         }
         tracing::info!(entries = inner.log.len(), "raft log loaded");
         let (tx, rx) = mpsc::channel();
+        let committed = PendingCommitted::default();
+        let pending = committed.clone();
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || writer_loop(db, rx))
+            .spawn(move || writer_loop(db, rx, pending))
             .context("starting the Raft log writer")?;
         Ok(LogStore {
             inner: Arc::new(Mutex::new(inner)),
             writer: Some(tx),
+            committed,
         })
     }
 
@@ -151,7 +156,7 @@ impl LogStore {
 
 /// Drains everything queued, writes it in one transaction, fsyncs once and
 /// then completes every op in the batch.
-fn writer_loop(db: Arc<Database>, rx: mpsc::Receiver<LogOp>) {
+fn writer_loop(db: Arc<Database>, rx: mpsc::Receiver<LogOp>, committed: PendingCommitted) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < 8192 {
@@ -160,29 +165,39 @@ fn writer_loop(db: Arc<Database>, rx: mpsc::Receiver<LogOp>) {
                 Err(_) => break,
             }
         }
-        let result = write_batch(&db, &batch).map_err(|e| {
+        let started = std::time::Instant::now();
+        let marker = committed.lock().ok().and_then(|mut m| m.take());
+        let result = write_batch(&db, &batch, marker.as_deref()).map_err(|e| {
             tracing::error!(error = %e, "raft log write failed");
             e
         });
+        tracing::trace!(
+            ops = batch.len(),
+            micros = started.elapsed().as_micros() as u64,
+            "raft log batch synced"
+        );
         for op in batch {
             match op {
                 LogOp::Append(_, cb) => {
                     cb.log_io_completed(result.clone().map_err(std::io::Error::other))
                 }
-                LogOp::Truncate(_, tx) | LogOp::Purge(_, _, tx) | LogOp::Meta(_, _, Some(tx)) => {
+                LogOp::Truncate(_, tx) | LogOp::Purge(_, _, tx) | LogOp::Meta(_, _, tx) => {
                     let _ = tx.send(result.clone());
                 }
-                LogOp::Meta(_, _, None) => {}
             }
         }
     }
 }
 
-fn write_batch(db: &Database, batch: &[LogOp]) -> Result<(), String> {
+fn write_batch(db: &Database, batch: &[LogOp], committed: Option<&[u8]>) -> Result<(), String> {
     let tx = db.begin_write().map_err(|e| e.to_string())?;
     {
         let mut log = tx.open_table(LOG).map_err(|e| e.to_string())?;
         let mut meta = tx.open_table(META).map_err(|e| e.to_string())?;
+        if let Some(bytes) = committed {
+            meta.insert(KEY_COMMITTED, bytes)
+                .map_err(|e| e.to_string())?;
+        }
         for op in batch {
             match op {
                 LogOp::Append(entries, _) => {
@@ -244,8 +259,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
         let bytes = encode(vote)?;
-        self.persist(|tx| LogOp::Meta(KEY_VOTE, bytes, Some(tx)))
-            .await?;
+        self.persist(|tx| LogOp::Meta(KEY_VOTE, bytes, tx)).await?;
         self.inner.lock().await.vote = Some(*vote);
         Ok(())
     }
@@ -258,13 +272,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
-        // Not awaited: a lost commit marker only means re-applying entries
-        // that the next leader commits again anyway.
-        if let Some(writer) = &self.writer {
+        // Written with the next batch, never on its own: a lost commit
+        // marker only means re-applying entries that the next leader
+        // commits again anyway, not worth an fsync per write.
+        if self.writer.is_some() {
             let bytes = encode(&committed)?;
-            writer
-                .send(LogOp::Meta(KEY_COMMITTED, bytes, None))
-                .map_err(|_| io_err("raft log writer stopped"))?;
+            if let Ok(mut slot) = self.committed.lock() {
+                *slot = Some(bytes);
+            }
         }
         self.inner.lock().await.committed = committed;
         Ok(())
