@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use rand::Rng;
@@ -317,7 +317,7 @@ where
             .linearize()
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?,
-        Consistency::Default if state.consensus.leader_addr().is_none() => {
+        Consistency::Default if !state.consensus.has_leader() => {
             return Err(ApiError::internal("No cluster leader"))
         }
         _ => {}
@@ -449,14 +449,17 @@ impl Renders {
 /// Sets `X-Consul-Index` (never 0, as Consul), `X-Consul-KnownLeader` and
 /// `X-Consul-LastContact`.
 pub fn consul_headers(state: &AppState, response: &mut Response, index: Index) {
+    const INDEX: HeaderName = HeaderName::from_static("x-consul-index");
+    const KNOWN_LEADER: HeaderName = HeaderName::from_static("x-consul-knownleader");
+    const LAST_CONTACT: HeaderName = HeaderName::from_static("x-consul-lastcontact");
     let h = response.headers_mut();
-    h.insert("X-Consul-Index", HeaderValue::from(index.max(1)));
-    let known = state.consensus.leader_addr().is_some();
+    h.insert(INDEX, HeaderValue::from(index.max(1)));
+    let known = state.consensus.has_leader();
     h.insert(
-        "X-Consul-KnownLeader",
+        KNOWN_LEADER,
         HeaderValue::from_static(if known { "true" } else { "false" }),
     );
-    h.insert("X-Consul-LastContact", HeaderValue::from_static("0"));
+    h.insert(LAST_CONTACT, HeaderValue::from_static("0"));
 }
 
 fn json_bytes(v: &Value, pretty: bool) -> Vec<u8> {

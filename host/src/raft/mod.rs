@@ -69,6 +69,8 @@ pub struct Consensus {
     state: Arc<RwLock<Applied>>,
     applied: watch::Receiver<Index>,
     proposer: proposer::Proposer,
+    /// Kept rather than asked for per call: every HTTP answer reads it.
+    metrics: watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
 }
 
 impl Consensus {
@@ -122,6 +124,7 @@ impl Consensus {
         }
         Ok(Consensus {
             proposer: proposer::Proposer::start(raft.clone()),
+            metrics: raft.metrics(),
             raft,
             id,
             state,
@@ -178,8 +181,7 @@ impl Consensus {
 
     /// The leader's Raft address, if one is known.
     pub fn leader_addr(&self) -> Option<String> {
-        let m = self.raft.metrics();
-        let m = m.borrow();
+        let m = self.metrics.borrow();
         let leader = m.current_leader?;
         m.membership_config
             .membership()
@@ -189,13 +191,17 @@ impl Consensus {
 
     /// Whether this node is the leader now.
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().current_leader == Some(self.id)
+        self.metrics.borrow().current_leader == Some(self.id)
+    }
+
+    /// Whether any leader is known (`X-Consul-KnownLeader`).
+    pub fn has_leader(&self) -> bool {
+        self.metrics.borrow().current_leader.is_some()
     }
 
     /// Raft addresses of the voters.
     pub fn peers(&self) -> Vec<String> {
-        let m = self.raft.metrics();
-        let m = m.borrow();
+        let m = self.metrics.borrow();
         let membership = m.membership_config.membership();
         membership
             .voter_ids()
