@@ -337,23 +337,26 @@ where
     // copy its bytes.
     let key = deadline.map(|_| params.read_key());
     loop {
-        applied.borrow_and_update();
-        let rendered = {
-            let guard = state
-                .consensus
-                .state()
-                .read()
-                .map_err(|_| ApiError::internal("catalog lock poisoned"))?;
-            let at = guard.last_applied.map(|l| l.index).unwrap_or(0);
-            match key.as_ref().and_then(|k| state.renders.get(k, at)) {
-                Some(hit) => hit,
-                None => {
-                    let r = Arc::new(render(&opts, view(&guard.catalog)?));
-                    if let Some(k) = &key {
-                        state.renders.put(k.clone(), at, r.clone());
-                    }
-                    r
+        // The published index trails the catalog: the state is at least
+        // this new, so a render keyed by it is never stale for it.
+        let at = *applied.borrow_and_update();
+        let cached = key.as_ref().and_then(|k| state.renders.get(k, at));
+        let rendered = match cached {
+            Some(hit) => hit,
+            None => {
+                let reply = {
+                    let guard = state
+                        .consensus
+                        .state()
+                        .read()
+                        .map_err(|_| ApiError::internal("catalog lock poisoned"))?;
+                    view(&guard.catalog)?
+                };
+                let r = Arc::new(render(&opts, reply));
+                if let Some(k) = &key {
+                    state.renders.put(k.clone(), at, r.clone());
                 }
+                r
             }
         };
         let Some(deadline) = deadline else {
