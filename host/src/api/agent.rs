@@ -407,34 +407,21 @@ async fn ttl_report(
     Ok(StatusCode::OK.into_response())
 }
 
+/// `?note=` of a TTL report becomes the check's output, as in Consul.
+fn note(p: &super::Params) -> String {
+    p.get("note").unwrap_or("").to_string()
+}
+
 async fn pass(state: State, Path(id): Path<String>, Query(p): Query) -> Result<Response, ApiError> {
-    ttl_report(
-        &state,
-        &id,
-        CheckStatus::Passing,
-        p.get("note").unwrap_or("").to_string(),
-    )
-    .await
+    ttl_report(&state, &id, CheckStatus::Passing, note(&p)).await
 }
 
 async fn warn(state: State, Path(id): Path<String>, Query(p): Query) -> Result<Response, ApiError> {
-    ttl_report(
-        &state,
-        &id,
-        CheckStatus::Warning,
-        p.get("note").unwrap_or("").to_string(),
-    )
-    .await
+    ttl_report(&state, &id, CheckStatus::Warning, note(&p)).await
 }
 
 async fn fail(state: State, Path(id): Path<String>, Query(p): Query) -> Result<Response, ApiError> {
-    ttl_report(
-        &state,
-        &id,
-        CheckStatus::Critical,
-        p.get("note").unwrap_or("").to_string(),
-    )
-    .await
+    ttl_report(&state, &id, CheckStatus::Critical, note(&p)).await
 }
 
 #[derive(Deserialize, Default)]

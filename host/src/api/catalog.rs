@@ -221,8 +221,10 @@ async fn datacenters(state: State) -> Response {
 
 async fn nodes(state: State, Query(p): Query) -> Result<Response, ApiError> {
     read(&state, &p, |cat| {
-        let list: Vec<Value> = cat.nodes().map(render::node).collect();
-        Ok(Reply::found(Value::Array(list), cat.indexes().nodes))
+        Ok(Reply::list(
+            cat.nodes().map(render::node),
+            cat.indexes().nodes,
+        ))
     })
     .await
 }

@@ -6,7 +6,7 @@ use axum::extract::Path;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::{read, render, ApiError, AppState, Query, Reply, State};
 use crate::catalog::types::CheckStatus;
@@ -25,8 +25,10 @@ async fn node(
     Query(p): Query,
 ) -> Result<Response, ApiError> {
     read(&state, &p, |cat| {
-        let rows: Vec<Value> = cat.node_checks(&name).map(render::check).collect();
-        Ok(Reply::found(Value::Array(rows), cat.indexes().checks))
+        Ok(Reply::list(
+            cat.node_checks(&name).map(render::check),
+            cat.indexes().checks,
+        ))
     })
     .await
 }
@@ -37,12 +39,12 @@ async fn service_checks(
     Query(p): Query,
 ) -> Result<Response, ApiError> {
     read(&state, &p, |cat| {
-        let rows: Vec<Value> = cat
-            .all_checks()
-            .filter(|c| c.service_name == name)
-            .map(render::check)
-            .collect();
-        Ok(Reply::found(Value::Array(rows), cat.indexes().checks))
+        Ok(Reply::list(
+            cat.all_checks()
+                .filter(|c| c.service_name == name)
+                .map(render::check),
+            cat.indexes().checks,
+        ))
     })
     .await
 }
@@ -56,20 +58,20 @@ async fn service(
     let passing = p.flag("passing");
     let dc = state.config.datacenter.clone();
     read(&state, &p, |cat| {
-        let rows: Vec<Value> = cat
-            .health_entries(&name, &tags)
-            .into_iter()
-            // `?passing` keeps only instances whose every check passes.
-            .filter(|e| !passing || e.status() == CheckStatus::Passing)
-            .map(|e| {
-                json!({
-                    "Node": render::node(e.node),
-                    "Service": render::service(e.service, &dc),
-                    "Checks": e.checks.iter().map(|c| render::check(c)).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        Ok(Reply::found(Value::Array(rows), cat.health_index()))
+        Ok(Reply::list(
+            cat.health_entries(&name, &tags)
+                .into_iter()
+                // `?passing` keeps only instances whose every check passes.
+                .filter(|e| !passing || e.status() == CheckStatus::Passing)
+                .map(|e| {
+                    json!({
+                        "Node": render::node(e.node),
+                        "Service": render::service(e.service, &dc),
+                        "Checks": e.checks.iter().map(|c| render::check(c)).collect::<Vec<_>>(),
+                    })
+                }),
+            cat.health_index(),
+        ))
     })
     .await
 }
@@ -88,12 +90,12 @@ async fn by_state(
         })?),
     };
     read(&state, &p, |cat| {
-        let rows: Vec<Value> = cat
-            .all_checks()
-            .filter(|c| filter.is_none_or(|s| c.status == s))
-            .map(render::check)
-            .collect();
-        Ok(Reply::found(Value::Array(rows), cat.indexes().checks))
+        Ok(Reply::list(
+            cat.all_checks()
+                .filter(|c| filter.is_none_or(|s| c.status == s))
+                .map(render::check),
+            cat.indexes().checks,
+        ))
     })
     .await
 }

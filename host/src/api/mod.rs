@@ -296,6 +296,11 @@ impl Reply {
         }
     }
 
+    /// A JSON array of `items`.
+    pub fn list(items: impl IntoIterator<Item = Value>, index: Index) -> Reply {
+        Reply::found(Value::Array(items.into_iter().collect()), index)
+    }
+
     pub fn missing(index: Index) -> Reply {
         Reply {
             body: Body::NotFound,

@@ -135,8 +135,10 @@ async fn destroy(
 
 async fn info(state: State, Path(id): Path<String>, Query(p): Query) -> Result<Response, ApiError> {
     read(&state, &p, |cat| {
-        let rows: Vec<Value> = cat.session(&id).map(render::session).into_iter().collect();
-        Ok(Reply::found(Value::Array(rows), cat.indexes().sessions))
+        Ok(Reply::list(
+            cat.session(&id).map(render::session).into_iter(),
+            cat.indexes().sessions,
+        ))
     })
     .await
 }
@@ -147,20 +149,22 @@ async fn by_node(
     Query(p): Query,
 ) -> Result<Response, ApiError> {
     read(&state, &p, |cat| {
-        let rows: Vec<Value> = cat
-            .sessions()
-            .filter(|s| s.node == node)
-            .map(render::session)
-            .collect();
-        Ok(Reply::found(Value::Array(rows), cat.indexes().sessions))
+        Ok(Reply::list(
+            cat.sessions()
+                .filter(|s| s.node == node)
+                .map(render::session),
+            cat.indexes().sessions,
+        ))
     })
     .await
 }
 
 async fn list(state: State, Query(p): Query) -> Result<Response, ApiError> {
     read(&state, &p, |cat| {
-        let rows: Vec<Value> = cat.sessions().map(render::session).collect();
-        Ok(Reply::found(Value::Array(rows), cat.indexes().sessions))
+        Ok(Reply::list(
+            cat.sessions().map(render::session),
+            cat.indexes().sessions,
+        ))
     })
     .await
 }

@@ -47,6 +47,24 @@ impl KvFailure {
 
 type Key = (String, String);
 
+/// Stamps `new`, about to replace `old` at `index`: it keeps the create
+/// index, and takes `index` as modify index only if something else changed.
+/// Returns whether anything changed (an identical re-registration is not a
+/// change, so it does not wake watchers).
+fn restamp<T: Versioned>(new: &mut T, old: Option<&T>, index: Index) -> bool {
+    let Some(old) = old else {
+        new.set_stamp(index, index);
+        return true;
+    };
+    let (create, modify) = old.stamp();
+    new.set_stamp(create, modify);
+    if new == old {
+        return false;
+    }
+    new.set_stamp(create, index);
+    true
+}
+
 /// The whole replicated state.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Catalog {
@@ -201,13 +219,8 @@ impl Catalog {
             create_index: index,
             modify_index: index,
         };
-        if let Some(old) = existing {
-            node.create_index = old.create_index;
-            node.modify_index = old.modify_index;
-            if *old == node {
-                return;
-            }
-            node.modify_index = index;
+        if !restamp(&mut node, existing, index) {
+            return;
         }
         self.indexes.nodes = index;
         self.nodes.insert(node.name.clone(), node);
@@ -228,21 +241,13 @@ impl Catalog {
             create_index: index,
             modify_index: index,
         };
-        if let Some(old) = self.services.get(&key) {
-            svc.create_index = old.create_index;
-            svc.modify_index = old.modify_index;
-            if *old == svc {
-                return;
-            }
-            svc.modify_index = index;
-            if old.name != svc.name {
-                if let Some(set) = self.by_name.get_mut(&old.name) {
-                    set.remove(&key);
-                    if set.is_empty() {
-                        self.by_name.remove(&old.name);
-                    }
-                }
-            }
+        let old = self.services.get(&key);
+        let renamed_from = old.filter(|o| o.name != svc.name).map(|o| o.name.clone());
+        if !restamp(&mut svc, old, index) {
+            return;
+        }
+        if let Some(old_name) = renamed_from {
+            self.unindex_service(&old_name, &key);
         }
         // Checks carry their service's name and tags; keep them in step.
         let (name, tags) = (svc.name.clone(), svc.tags.clone());
@@ -270,6 +275,16 @@ impl Catalog {
         self.indexes.services = index;
     }
 
+    /// Drops an instance from the by-name lookup.
+    fn unindex_service(&mut self, name: &str, key: &Key) {
+        if let Some(set) = self.by_name.get_mut(name) {
+            set.remove(key);
+            if set.is_empty() {
+                self.by_name.remove(name);
+            }
+        }
+    }
+
     fn upsert_check(&mut self, index: Index, now: u64, node: &str, spec: CheckSpec) {
         let key = (node.to_string(), spec.id.clone());
         let (service_name, service_tags) = if spec.service_id.is_empty() {
@@ -294,13 +309,8 @@ impl Catalog {
             create_index: index,
             modify_index: index,
         };
-        if let Some(old) = self.checks.get(&key) {
-            check.create_index = old.create_index;
-            check.modify_index = old.modify_index;
-            if *old == check {
-                return;
-            }
-            check.modify_index = index;
+        if !restamp(&mut check, self.checks.get(&key), index) {
+            return;
         }
         let critical = check.status == CheckStatus::Critical;
         let id = check.id.clone();
@@ -326,12 +336,7 @@ impl Catalog {
             (Some(sid), _) => {
                 let key = (node.to_string(), sid.clone());
                 if let Some(svc) = self.services.remove(&key) {
-                    if let Some(set) = self.by_name.get_mut(&svc.name) {
-                        set.remove(&key);
-                        if set.is_empty() {
-                            self.by_name.remove(&svc.name);
-                        }
-                    }
+                    self.unindex_service(&svc.name, &key);
                     self.indexes.services = index;
                     let doomed: Vec<String> = self
                         .node_checks(node)
@@ -371,12 +376,7 @@ impl Catalog {
             .collect();
         for key in services {
             if let Some(svc) = self.services.remove(&key) {
-                if let Some(set) = self.by_name.get_mut(&svc.name) {
-                    set.remove(&key);
-                    if set.is_empty() {
-                        self.by_name.remove(&svc.name);
-                    }
-                }
+                self.unindex_service(&svc.name, &key);
                 self.indexes.services = index;
             }
         }

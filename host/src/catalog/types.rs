@@ -12,6 +12,29 @@ pub type Index = u64;
 /// Free-form string metadata as Consul has it on nodes and services.
 pub type Meta = BTreeMap<String, String>;
 
+/// Records that carry Consul's `CreateIndex` / `ModifyIndex`.
+pub trait Versioned: PartialEq {
+    /// (create index, modify index).
+    fn stamp(&self) -> (Index, Index);
+    fn set_stamp(&mut self, create: Index, modify: Index);
+}
+
+macro_rules! versioned {
+    ($($t:ty),*) => {$(
+        impl Versioned for $t {
+            fn stamp(&self) -> (Index, Index) {
+                (self.create_index, self.modify_index)
+            }
+            fn set_stamp(&mut self, create: Index, modify: Index) {
+                self.create_index = create;
+                self.modify_index = modify;
+            }
+        }
+    )*};
+}
+
+versioned!(Node, Service, Check);
+
 /// A machine that hosts services (an agent, or an external node registered
 /// through the catalog API).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
