@@ -136,7 +136,7 @@ async fn destroy(
 async fn info(state: State, Path(id): Path<String>, Query(p): Query) -> Result<Response, ApiError> {
     read(&state, &p, |cat| {
         Ok(Reply::list(
-            cat.session(&id).map(render::session).into_iter(),
+            cat.session(&id).map(render::session),
             cat.indexes().sessions,
         ))
     })
