@@ -354,7 +354,27 @@ async fn register_service(
             })
             .unwrap_or_default(),
     };
+    let service_id = spec.id.clone();
+    let kept: Vec<String> = checks.iter().map(|c| c.id.clone()).collect();
     state.agent.register(Some(spec), checks).await?;
+    if p.flag("replace-existing-checks") {
+        // Consul keeps checks of an earlier registration unless asked not to.
+        let stale: Vec<String> = {
+            let st = state
+                .consensus
+                .state()
+                .read()
+                .map_err(|_| ApiError::internal("catalog lock poisoned"))?;
+            st.catalog
+                .node_checks(&state.agent.identity.node_name)
+                .filter(|c| c.service_id == service_id && !kept.contains(&c.id))
+                .map(|c| c.id.clone())
+                .collect()
+        };
+        for id in stale {
+            state.agent.deregister_check(&id).await?;
+        }
+    }
     Ok(StatusCode::OK.into_response())
 }
 
