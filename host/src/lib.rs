@@ -9,3 +9,4 @@ pub mod config;
 pub mod health;
 pub mod node;
 pub mod raft;
+pub mod watch;

@@ -353,13 +353,24 @@ fn agent_registration_ttl_checks_and_health_filtering() {
     // Re-registering keeps earlier checks unless replace-existing-checks.
     let two_checks = json!({"Name": "web", "ID": "web-1", "Checks": [
         {"CheckID": "a", "TTL": "30s"}, {"CheckID": "b", "TTL": "30s"}]});
-    a.put("/v1/agent/service/register", &two_checks.to_string()).expect(200);
-    let one_check = json!({"Name": "web", "ID": "web-1", "Checks": [{"CheckID": "a", "TTL": "30s"}]});
-    a.put("/v1/agent/service/register", &one_check.to_string()).expect(200);
+    a.put("/v1/agent/service/register", &two_checks.to_string())
+        .expect(200);
+    let one_check =
+        json!({"Name": "web", "ID": "web-1", "Checks": [{"CheckID": "a", "TTL": "30s"}]});
+    a.put("/v1/agent/service/register", &one_check.to_string())
+        .expect(200);
     assert!(a.get("/v1/agent/checks").json().get("b").is_some());
-    a.put("/v1/agent/service/register?replace-existing-checks", &one_check.to_string()).expect(200);
+    a.put(
+        "/v1/agent/service/register?replace-existing-checks",
+        &one_check.to_string(),
+    )
+    .expect(200);
     let checks = a.get("/v1/agent/checks").json();
-    assert!(checks.get("b").is_none() && checks.get("service:web-1").is_none() && checks.get("a").is_some());
+    assert!(
+        checks.get("b").is_none()
+            && checks.get("service:web-1").is_none()
+            && checks.get("a").is_some()
+    );
     a.put("/v1/agent/check/pass/a", "").expect(200);
 
     // Deregistration removes the service and its checks.

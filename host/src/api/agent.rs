@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::decode::{self, GoDuration};
-use super::{check_dc, read, render, ApiError, AppState, Query, Reply, State};
+use super::{check_dc, read, render, ApiError, AppState, Interest, Query, Reply, State, Tables};
 use crate::catalog::command::{CheckSpec, ServiceSpec};
 use crate::catalog::types::{CheckDefinition, CheckStatus, Weights};
 
@@ -92,7 +92,7 @@ async fn members(state: State) -> Response {
 async fn services(state: State, Query(p): Query) -> Result<Response, ApiError> {
     let node = state.agent.identity.node_name.clone();
     let dc = state.config.datacenter.clone();
-    read(&state, &p, |cat| {
+    read(&state, &p, Interest::Tables(Tables::SERVICES), |cat| {
         let map: Map<String, Value> = cat
             .node_services(&node)
             .map(|s| (s.id.clone(), render::service(s, &dc)))
@@ -109,16 +109,21 @@ async fn service(
 ) -> Result<Response, ApiError> {
     let node = state.agent.identity.node_name.clone();
     let dc = state.config.datacenter.clone();
-    read(&state, &p, |cat| match cat.service(&node, &id) {
-        Some(s) => Ok(Reply::found(render::service(s, &dc), s.modify_index)),
-        None => Err(ApiError::not_found(format!("unknown service ID: {id}"))),
-    })
+    read(
+        &state,
+        &p,
+        Interest::Tables(Tables::SERVICES),
+        |cat| match cat.service(&node, &id) {
+            Some(s) => Ok(Reply::found(render::service(s, &dc), s.modify_index)),
+            None => Err(ApiError::not_found(format!("unknown service ID: {id}"))),
+        },
+    )
     .await
 }
 
 async fn checks(state: State, Query(p): Query) -> Result<Response, ApiError> {
     let node = state.agent.identity.node_name.clone();
-    read(&state, &p, |cat| {
+    read(&state, &p, Interest::Tables(Tables::CHECKS), |cat| {
         let map: Map<String, Value> = cat
             .node_checks(&node)
             .map(|c| (c.id.clone(), render::check(c)))

@@ -12,7 +12,9 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::agent::validate_meta;
-use super::{check_dc, decode, json, read, render, ApiError, AppState, Query, Reply, State};
+use super::{
+    check_dc, decode, json, read, render, ApiError, AppState, Interest, Query, Reply, State, Tables,
+};
 use crate::catalog::command::{CheckSpec, NodeSpec, Registration, ServiceSpec};
 use crate::catalog::types::{CheckDefinition, CheckStatus, Weights};
 use crate::catalog::{Command, Response as Applied};
@@ -220,7 +222,7 @@ async fn datacenters(state: State) -> Response {
 }
 
 async fn nodes(state: State, Query(p): Query) -> Result<Response, ApiError> {
-    read(&state, &p, |cat| {
+    read(&state, &p, Interest::Tables(Tables::NODES), |cat| {
         Ok(Reply::list(
             cat.nodes().map(render::node),
             cat.indexes().nodes,
@@ -230,7 +232,7 @@ async fn nodes(state: State, Query(p): Query) -> Result<Response, ApiError> {
 }
 
 async fn services(state: State, Query(p): Query) -> Result<Response, ApiError> {
-    read(&state, &p, |cat| {
+    read(&state, &p, Interest::Tables(Tables::SERVICES), |cat| {
         let map: Map<String, Value> = cat
             .service_names()
             .into_iter()
@@ -247,15 +249,20 @@ async fn service(
     Query(p): Query,
 ) -> Result<Response, ApiError> {
     let tags = p.all("tag");
-    read(&state, &p, |cat| {
-        let rows: Vec<Value> = cat
-            .instances(&name, &tags)
-            .into_iter()
-            .map(|(n, s)| render::catalog_service(n, s))
-            .collect();
-        let i = cat.indexes();
-        Ok(Reply::found(Value::Array(rows), i.services.max(i.nodes)))
-    })
+    read(
+        &state,
+        &p,
+        Interest::Tables(Tables::SERVICES.and(Tables::NODES)),
+        |cat| {
+            let rows: Vec<Value> = cat
+                .instances(&name, &tags)
+                .into_iter()
+                .map(|(n, s)| render::catalog_service(n, s))
+                .collect();
+            let i = cat.indexes();
+            Ok(Reply::found(Value::Array(rows), i.services.max(i.nodes)))
+        },
+    )
     .await
 }
 
@@ -265,20 +272,25 @@ async fn node(
     Query(p): Query,
 ) -> Result<Response, ApiError> {
     let dc = state.config.datacenter.clone();
-    read(&state, &p, |cat| {
-        let i = cat.indexes();
-        let index = i.services.max(i.nodes);
-        let Some(n) = cat.node(&name) else {
-            return Ok(Reply::found(Value::Null, index));
-        };
-        let services: Map<String, Value> = cat
-            .node_services(&name)
-            .map(|s| (s.id.clone(), render::service(s, &dc)))
-            .collect();
-        Ok(Reply::found(
-            json!({"Node": render::node(n), "Services": services}),
-            index,
-        ))
-    })
+    read(
+        &state,
+        &p,
+        Interest::Tables(Tables::SERVICES.and(Tables::NODES)),
+        |cat| {
+            let i = cat.indexes();
+            let index = i.services.max(i.nodes);
+            let Some(n) = cat.node(&name) else {
+                return Ok(Reply::found(Value::Null, index));
+            };
+            let services: Map<String, Value> = cat
+                .node_services(&name)
+                .map(|s| (s.id.clone(), render::service(s, &dc)))
+                .collect();
+            Ok(Reply::found(
+                json!({"Node": render::node(n), "Services": services}),
+                index,
+            ))
+        },
+    )
     .await
 }

@@ -8,7 +8,7 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::json;
 
-use super::{read, render, ApiError, AppState, Query, Reply, State};
+use super::{read, render, ApiError, AppState, Interest, Query, Reply, State, Tables};
 use crate::catalog::types::CheckStatus;
 
 pub fn routes() -> Router<Arc<AppState>> {
@@ -24,7 +24,7 @@ async fn node(
     Path(name): Path<String>,
     Query(p): Query,
 ) -> Result<Response, ApiError> {
-    read(&state, &p, |cat| {
+    read(&state, &p, Interest::Tables(Tables::CHECKS), |cat| {
         Ok(Reply::list(
             cat.node_checks(&name).map(render::check),
             cat.indexes().checks,
@@ -38,7 +38,7 @@ async fn service_checks(
     Path(name): Path<String>,
     Query(p): Query,
 ) -> Result<Response, ApiError> {
-    read(&state, &p, |cat| {
+    read(&state, &p, Interest::Tables(Tables::CHECKS), |cat| {
         Ok(Reply::list(
             cat.all_checks()
                 .filter(|c| c.service_name == name)
@@ -57,7 +57,7 @@ async fn service(
     let tags = p.all("tag");
     let passing = p.flag("passing");
     let dc = state.config.datacenter.clone();
-    read(&state, &p, |cat| {
+    read(&state, &p, Interest::Tables(Tables::HEALTH), |cat| {
         Ok(Reply::list(
             cat.health_entries(&name, &tags)
                 .into_iter()
@@ -89,7 +89,7 @@ async fn by_state(
             ))
         })?),
     };
-    read(&state, &p, |cat| {
+    read(&state, &p, Interest::Tables(Tables::CHECKS), |cat| {
         Ok(Reply::list(
             cat.all_checks()
                 .filter(|c| filter.is_none_or(|s| c.status == s))

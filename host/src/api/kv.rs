@@ -10,7 +10,9 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::Value;
 
-use super::{check_dc, json, read, render, ApiError, Body, Query, Reply, State, MAX_KV_VALUE};
+use super::{
+    check_dc, json, read, render, ApiError, Body, Interest, Query, Reply, State, MAX_KV_VALUE,
+};
 use crate::catalog::{Command, KvOp, Response as Applied};
 
 pub fn routes() -> Router<std::sync::Arc<super::AppState>> {
@@ -49,7 +51,7 @@ async fn delete_key(state: State, Path(key): Path<String>, q: Query) -> Result<R
 async fn get_kv(state: State, key: String, Query(p): Query) -> Result<Response, ApiError> {
     if p.flag("keys") {
         let separator = p.get("separator").unwrap_or("").to_string();
-        return read(&state, &p, |cat| {
+        return read(&state, &p, Interest::KvPrefix(key.clone()), |cat| {
             let kv = cat.kv();
             let mut keys: Vec<String> = Vec::new();
             for e in kv.prefix(&key) {
@@ -75,7 +77,7 @@ async fn get_kv(state: State, key: String, Query(p): Query) -> Result<Response, 
         .await;
     }
     if p.flag("recurse") {
-        return read(&state, &p, |cat| {
+        return read(&state, &p, Interest::KvPrefix(key.clone()), |cat| {
             let kv = cat.kv();
             let entries: Vec<Value> = kv.prefix(&key).map(|e| render::kv(e, true)).collect();
             let index = kv.prefix_index(&key);
@@ -88,7 +90,7 @@ async fn get_kv(state: State, key: String, Query(p): Query) -> Result<Response, 
         .await;
     }
     let raw = p.flag("raw");
-    read(&state, &p, |cat| {
+    read(&state, &p, Interest::KvPrefix(key.clone()), |cat| {
         let kv = cat.kv();
         let index = kv.key_index(&key);
         Ok(match kv.get(&key) {

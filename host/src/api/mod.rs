@@ -33,6 +33,7 @@ use crate::agent::Agent;
 use crate::catalog::{Catalog, Index};
 use crate::config::Config;
 use crate::raft::{Consensus, WriteError};
+pub use crate::watch::{Interest, Tables};
 
 /// What every handler can reach.
 pub struct AppState {
@@ -311,7 +312,12 @@ impl Reply {
 
 /// Serves a read: applies consistency, blocks while the result's index is
 /// not past `?index`, filters, renders, and sets Consul's headers.
-pub async fn read<F>(state: &AppState, params: &Params, view: F) -> Result<Response, ApiError>
+pub async fn read<F>(
+    state: &AppState,
+    params: &Params,
+    interest: Interest,
+    view: F,
+) -> Result<Response, ApiError>
 where
     F: Fn(&Catalog) -> Result<Reply, ApiError>,
 {
@@ -327,7 +333,8 @@ where
         }
         _ => {}
     }
-    let mut applied = state.consensus.applied();
+    let applied = state.consensus.applied();
+    let mut waiter = state.consensus.watches().subscribe(&interest);
     let deadline = if opts.index > 0 {
         // Consul adds up to wait/16 of jitter so that many watchers that
         // started together do not all return together.
@@ -344,7 +351,8 @@ where
     loop {
         // The published index trails the catalog: the state is at least
         // this new, so a render keyed by it is never stale for it.
-        let at = *applied.borrow_and_update();
+        waiter.mark_seen();
+        let at = *applied.borrow();
         let cached = key.as_ref().and_then(|k| state.renders.get(k, at));
         let rendered = match cached {
             Some(hit) => hit,
@@ -372,8 +380,8 @@ where
         }
         drop(rendered);
         tokio::select! {
-            changed = applied.changed() => {
-                if changed.is_err() {
+            alive = waiter.changed() => {
+                if !alive {
                     return Err(ApiError::internal("node is shutting down"));
                 }
             }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::decode::{self, GoDuration};
-use super::{check_dc, read, render, ApiError, AppState, Query, Reply, State};
+use super::{check_dc, read, render, ApiError, AppState, Interest, Query, Reply, State, Tables};
 use crate::agent::NODE_CHECK_ID;
 use crate::catalog::command::NewSession;
 use crate::catalog::types::SessionBehavior;
@@ -134,7 +134,7 @@ async fn destroy(
 }
 
 async fn info(state: State, Path(id): Path<String>, Query(p): Query) -> Result<Response, ApiError> {
-    read(&state, &p, |cat| {
+    read(&state, &p, Interest::Tables(Tables::SESSIONS), |cat| {
         Ok(Reply::list(
             cat.session(&id).map(render::session),
             cat.indexes().sessions,
@@ -148,7 +148,7 @@ async fn by_node(
     Path(node): Path<String>,
     Query(p): Query,
 ) -> Result<Response, ApiError> {
-    read(&state, &p, |cat| {
+    read(&state, &p, Interest::Tables(Tables::SESSIONS), |cat| {
         Ok(Reply::list(
             cat.sessions()
                 .filter(|s| s.node == node)
@@ -160,7 +160,7 @@ async fn by_node(
 }
 
 async fn list(state: State, Query(p): Query) -> Result<Response, ApiError> {
-    read(&state, &p, |cat| {
+    read(&state, &p, Interest::Tables(Tables::SESSIONS), |cat| {
         Ok(Reply::list(
             cat.sessions().map(render::session),
             cat.indexes().sessions,

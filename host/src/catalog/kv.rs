@@ -28,6 +28,9 @@ pub struct KvStore {
     entries: BTreeMap<String, KvEntry>,
     tombstones: BTreeMap<String, Index>,
     index: Index,
+    /// Keys written since the last `take_changes`, for waking watchers.
+    #[serde(skip)]
+    changed: Vec<String>,
 }
 
 impl KvStore {
@@ -95,6 +98,7 @@ impl KvStore {
     pub fn put(&mut self, entry: KvEntry, journal: &mut Journal) {
         let key = entry.key.clone();
         let index = entry.modify_index;
+        self.changed.push(key.clone());
         let previous = self.entries.insert(key.clone(), entry);
         journal.undo.push(Undo::Entry(key.clone(), previous));
         if let Some(old) = self.tombstones.remove(&key) {
@@ -108,6 +112,7 @@ impl KvStore {
         let Some(previous) = self.entries.remove(key) else {
             return false;
         };
+        self.changed.push(key.to_string());
         journal
             .undo
             .push(Undo::Entry(key.to_string(), Some(previous)));
@@ -115,6 +120,12 @@ impl KvStore {
         journal.undo.push(Undo::Tombstone(key.to_string(), old));
         self.bump(index, journal);
         true
+    }
+
+    /// The keys written since the last call (a rolled-back write included:
+    /// waking a watcher for nothing is harmless, missing one is not).
+    pub fn take_changes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.changed)
     }
 
     fn bump(&mut self, index: Index, journal: &mut Journal) {
@@ -166,11 +177,17 @@ mod tests {
     fn rollback_restores_entries_tombstones_and_index() {
         let mut kv = KvStore::default();
         kv.put(entry("a", 1), &mut Journal::default());
+        kv.take_changes();
         let before = format!("{kv:?}");
         let mut j = Journal::default();
         kv.put(entry("b", 2), &mut j);
         kv.remove("a", 2, &mut j);
         kv.rollback(j);
+        assert_eq!(
+            kv.take_changes(),
+            ["b", "a"],
+            "rolled-back writes still wake watchers"
+        );
         assert_eq!(format!("{kv:?}"), before);
     }
 

@@ -104,6 +104,11 @@ impl Catalog {
         self.last_index
     }
 
+    /// The KV keys written since the last call, for waking watchers.
+    pub fn take_kv_changes(&mut self) -> Vec<String> {
+        self.kv.take_changes()
+    }
+
     /// Per-table indexes for blocking queries.
     pub fn indexes(&self) -> TableIndexes {
         self.indexes

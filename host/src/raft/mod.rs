@@ -24,6 +24,7 @@ use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
 use tokio::sync::watch;
 
 use crate::catalog::{Command, Index, Request, Response};
+use crate::watch::Watches;
 pub use state_machine::Applied;
 
 /// Raft node IDs: derived from the node's persistent UUID.
@@ -71,6 +72,7 @@ pub struct Consensus {
     proposer: proposer::Proposer,
     /// Kept rather than asked for per call: every HTTP answer reads it.
     metrics: watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
+    watches: Arc<Watches>,
 }
 
 impl Consensus {
@@ -83,17 +85,18 @@ impl Consensus {
         bootstrap: bool,
         snapshot_threshold: u64,
     ) -> anyhow::Result<Consensus> {
+        let watches = Arc::new(Watches::default());
         let (log, sm) = match storage {
             Storage::Memory => (
                 log_store::LogStore::in_memory(),
-                state_machine::StateMachine::open(None, None)?,
+                state_machine::StateMachine::open(None, None, watches.clone())?,
             ),
             Storage::Disk(dir) => {
                 let path = dir.join("raft.redb");
                 let db = Arc::new(open_db(&path)?);
                 (
                     log_store::LogStore::open(db.clone(), &path)?,
-                    state_machine::StateMachine::open(Some(db), Some(&path))?,
+                    state_machine::StateMachine::open(Some(db), Some(&path), watches.clone())?,
                 )
             }
         };
@@ -125,6 +128,7 @@ impl Consensus {
         Ok(Consensus {
             proposer: proposer::Proposer::start(raft.clone()),
             metrics: raft.metrics(),
+            watches,
             raft,
             id,
             state,
@@ -172,6 +176,11 @@ impl Consensus {
     /// Changes whenever entries are applied: what blocking queries wait on.
     pub fn applied(&self) -> watch::Receiver<Index> {
         self.applied.clone()
+    }
+
+    /// Subscriptions for blocking queries.
+    pub fn watches(&self) -> &Watches {
+        &self.watches
     }
 
     /// This node's Raft ID.

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use super::{NodeId, TypeConfig};
 use crate::catalog::{Catalog, Index, Response};
+use crate::watch::{Tables, Watches};
 
 const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 const KEY_CURRENT: &str = "current";
@@ -45,6 +46,7 @@ pub struct StateMachine {
     db: Option<Arc<Database>>,
     current: Arc<tokio::sync::Mutex<Option<StoredSnapshot>>>,
     applied_tx: Arc<watch::Sender<Index>>,
+    watches: Arc<Watches>,
 }
 
 fn sm_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
@@ -56,6 +58,7 @@ impl StateMachine {
     pub fn open(
         db: Option<Arc<Database>>,
         path: Option<&std::path::Path>,
+        watches: Arc<Watches>,
     ) -> anyhow::Result<StateMachine> {
         use anyhow::Context;
         let mut applied = Applied::default();
@@ -87,6 +90,7 @@ impl StateMachine {
             db,
             current: Arc::new(tokio::sync::Mutex::new(current)),
             applied_tx: Arc::new(watch::channel(index).0),
+            watches,
         })
     }
 
@@ -124,6 +128,7 @@ impl StateMachine {
         *state = applied;
         drop(state);
         self.applied_tx.send_replace(index);
+        self.watches.notify_all(index);
         Ok(())
     }
 }
@@ -180,11 +185,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = openraft::Entry<TypeConfig>> + Send,
     {
         let mut out = Vec::new();
-        let index = {
+        let (index, tables, keys) = {
             let mut state = self
                 .state
                 .write()
                 .map_err(|_| sm_err("state machine lock poisoned"))?;
+            let before = state.catalog.indexes();
             for entry in entries {
                 state.last_applied = Some(entry.log_id);
                 let response = match entry.payload {
@@ -197,10 +203,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 };
                 out.push(response);
             }
-            state.last_applied.map(|l| l.index).unwrap_or(0)
+            let tables = Tables::changed(&before, &state.catalog.indexes());
+            let keys = state.catalog.take_kv_changes();
+            (
+                state.last_applied.map(|l| l.index).unwrap_or(0),
+                tables,
+                keys,
+            )
         };
-        // Wake blocking queries once per batch, after the lock is released.
+        // Wake blocking queries once per batch, after the lock is released,
+        // and only those whose tables or prefixes moved.
         self.applied_tx.send_replace(index);
+        self.watches.notify(tables, &keys, index);
         Ok(out)
     }
 
