@@ -771,3 +771,103 @@ fn agent_self_members_and_join() {
     assert!(r.text().contains("127.0.0.9"), "{}", r.text());
     a.get("/v1/no/such/endpoint").expect(404);
 }
+
+/// Bodies and parameters as real clients send them (Go `api`, py-consul,
+/// Spring Cloud Consul, Traefik, Prometheus).
+#[test]
+fn client_quirks_nulls_bools_node_meta_tag_case_and_empty_roots() {
+    let a = Agent::dev();
+    // Fresh store: listing the root's keys is [] (py-consul iterates it).
+    assert_eq!(a.get("/v1/kv/?keys").expect(200).json(), json!([]));
+
+    // Go's api package sends unset fields as null.
+    let go_shaped = r#"{"ID":"go-1","Name":"go","Tags":null,"Port":9000,"Address":"","Meta":null,
+        "EnableTagOverride":null,"Weights":null,"Check":null,"Checks":null}"#;
+    a.put("/v1/agent/service/register", go_shaped).expect(200);
+    let go_catalog = r#"{"ID":"","Node":"ext-1","Address":"10.0.0.1","TaggedAddresses":null,
+        "NodeMeta":{"rack":"r1"},"Service":{"ID":"db-1","Service":"db","Tags":["Primary"],"Meta":null,"Port":5432},
+        "Check":null,"Checks":null,"SkipNodeUpdate":false}"#;
+    a.put("/v1/catalog/register", go_catalog).expect(200);
+    a.put(
+        "/v1/catalog/register",
+        r#"{"Node":"ext-2","Address":"10.0.0.2","NodeMeta":{"rack":"r2"},
+        "Service":{"ID":"db-2","Service":"db","Tags":["replica"],"Port":5432}}"#,
+    )
+    .expect(200);
+
+    // ?node-meta filters nodes (Prometheus node_meta).
+    let r1 = a.get("/v1/catalog/service/db?node-meta=rack:r1").json();
+    assert_eq!(r1.as_array().unwrap().len(), 1);
+    assert_eq!(r1[0]["ServiceID"], "db-1");
+    let nodes = a.get("/v1/catalog/nodes?node-meta=rack:r2").json();
+    assert_eq!(nodes.as_array().unwrap().len(), 1);
+    assert_eq!(
+        a.get("/v1/health/service/db?node-meta=rack:r9").json(),
+        json!([])
+    );
+    let services = a.get("/v1/catalog/services?node-meta=rack:r1").json();
+    assert!(
+        services.get("db").is_some() && services.get("go").is_none(),
+        "{services}"
+    );
+    a.get("/v1/catalog/nodes?node-meta=norack").expect(400);
+
+    // ?tag= matches case-insensitively (Traefik, Prometheus).
+    let tagged = a.get("/v1/catalog/service/db?tag=primary").json();
+    assert_eq!(tagged[0]["ServiceID"], "db-1");
+    assert_eq!(
+        a.get("/v1/health/service/db?tag=PRIMARY")
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // ?passing follows Go's ParseBool: 0/false mean no filter.
+    a.put(
+        "/v1/agent/service/register",
+        r#"{"Name":"api","Check":{"TTL":"30s"}}"#,
+    )
+    .expect(200);
+    assert_eq!(
+        a.get("/v1/health/service/api?passing=0")
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(a.get("/v1/health/service/api?passing=1").json(), json!([]));
+    assert_eq!(a.get("/v1/health/service/api?passing").json(), json!([]));
+    a.get("/v1/health/service/api?passing=maybe").expect(400);
+
+    // Re-registering keeps a check's status (no flapping on app restart).
+    a.put("/v1/agent/check/pass/service:api", "").expect(200);
+    a.put(
+        "/v1/agent/service/register",
+        r#"{"Name":"api","Check":{"TTL":"30s"}}"#,
+    )
+    .expect(200);
+    assert_eq!(
+        a.get("/v1/agent/checks").json()["service:api"]["Status"],
+        "passing"
+    );
+
+    // py-consul sends enable=True.
+    a.put("/v1/agent/service/maintenance/api?enable=True&reason=x", "")
+        .expect(200);
+    assert_eq!(a.get("/v1/health/service/api?passing").json(), json!([]));
+    a.put("/v1/agent/service/maintenance/api?enable=False", "")
+        .expect(200);
+    assert_eq!(
+        a.get("/v1/health/service/api?passing")
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    a.put("/v1/agent/service/maintenance/api?enable=perhaps", "")
+        .expect(400);
+}

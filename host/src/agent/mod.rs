@@ -126,8 +126,24 @@ impl Agent {
     pub async fn register(
         &self,
         service: Option<ServiceSpec>,
-        checks: Vec<CheckSpec>,
+        mut checks: Vec<CheckSpec>,
     ) -> Result<(), ApiError> {
+        // Re-registering keeps a known check's current status and output,
+        // as Consul does: a restarting app must not flap its instance (or
+        // lose the sessions bound to the check) by registering again.
+        {
+            let st = self
+                .consensus
+                .state()
+                .read()
+                .map_err(|_| ApiError::internal("catalog lock poisoned"))?;
+            for spec in &mut checks {
+                if let Some(existing) = st.catalog.check(&self.identity.node_name, &spec.id) {
+                    spec.status = existing.status;
+                    spec.output = existing.output.clone();
+                }
+            }
+        }
         let ttls: Vec<(String, u64)> = checks
             .iter()
             .filter(|c| c.definition.kind == "ttl")

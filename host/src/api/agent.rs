@@ -471,15 +471,8 @@ async fn maintenance(
     name: &str,
     service_id: &str,
 ) -> Result<Response, ApiError> {
-    let enable = match p.get("enable") {
-        Some("true") => true,
-        Some("false") => false,
-        Some(v) => {
-            return Err(ApiError::bad_request(format!(
-                "Invalid value for \"enable\": \"{v}\""
-            )))
-        }
-        None => return Err(ApiError::bad_request("Missing value for enable")),
+    let Some(enable) = p.boolean("enable")? else {
+        return Err(ApiError::bad_request("Missing value for enable"));
     };
     if enable {
         let reason = p

@@ -222,9 +222,12 @@ async fn datacenters(state: State) -> Response {
 }
 
 async fn nodes(state: State, Query(p): Query) -> Result<Response, ApiError> {
+    let meta = p.node_meta()?;
     read(&state, &p, Interest::Tables(Tables::NODES), |cat| {
         Ok(Reply::list(
-            cat.nodes().map(render::node),
+            cat.nodes()
+                .filter(|n| cat.node_matches(&n.name, &meta))
+                .map(render::node),
             cat.indexes().nodes,
         ))
     })
@@ -232,14 +235,20 @@ async fn nodes(state: State, Query(p): Query) -> Result<Response, ApiError> {
 }
 
 async fn services(state: State, Query(p): Query) -> Result<Response, ApiError> {
-    read(&state, &p, Interest::Tables(Tables::SERVICES), |cat| {
-        let map: Map<String, Value> = cat
-            .service_names()
-            .into_iter()
-            .map(|(name, tags)| (name.to_string(), json!(tags)))
-            .collect();
-        Ok(Reply::found(Value::Object(map), cat.indexes().services))
-    })
+    let meta = p.node_meta()?;
+    read(
+        &state,
+        &p,
+        Interest::Tables(Tables::SERVICES.and(Tables::NODES)),
+        |cat| {
+            let map: Map<String, Value> = cat
+                .service_names(&meta)
+                .into_iter()
+                .map(|(name, tags)| (name.to_string(), json!(tags)))
+                .collect();
+            Ok(Reply::found(Value::Object(map), cat.indexes().services))
+        },
+    )
     .await
 }
 
@@ -249,6 +258,7 @@ async fn service(
     Query(p): Query,
 ) -> Result<Response, ApiError> {
     let tags = p.all("tag");
+    let meta = p.node_meta()?;
     read(
         &state,
         &p,
@@ -257,6 +267,7 @@ async fn service(
             let rows: Vec<Value> = cat
                 .instances(&name, &tags)
                 .into_iter()
+                .filter(|(n, _)| cat.node_matches(&n.name, &meta))
                 .map(|(n, s)| render::catalog_service(n, s))
                 .collect();
             let i = cat.indexes();

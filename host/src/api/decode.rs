@@ -33,6 +33,11 @@ fn normalize(v: Value) -> Value {
         Value::Object(map) => {
             let mut out = Map::with_capacity(map.len());
             for (k, v) in map {
+                // Go clients send unset fields as null, which Consul reads
+                // as "leave the default": do the same.
+                if v.is_null() {
+                    continue;
+                }
                 let key = normalize_key(&k);
                 let v = if USER_MAPS.contains(&key.as_str()) {
                     v
@@ -183,7 +188,6 @@ mod tests {
         #[serde(default)]
         meta: std::collections::BTreeMap<String, String>,
         #[serde(default)]
-        #[allow(dead_code)] // decoded only to check its error message
         port: u16,
     }
 
@@ -194,6 +198,16 @@ mod tests {
         assert_eq!(s.name, "web");
         assert!(s.eto);
         assert_eq!(s.meta.get("Env").map(String::as_str), Some("x"));
+    }
+
+    #[test]
+    fn nulls_mean_defaults_as_for_go_clients() {
+        let s: Svc =
+            body(br#"{"Name":"web","Port":null,"Meta":null,"EnableTagOverride":null}"#).unwrap();
+        assert_eq!(
+            (s.name.as_str(), s.port, s.eto, s.meta.len()),
+            ("web", 0, false, 0)
+        );
     }
 
     #[test]

@@ -38,10 +38,11 @@ async fn service_checks(
     Path(name): Path<String>,
     Query(p): Query,
 ) -> Result<Response, ApiError> {
-    read(&state, &p, Interest::Tables(Tables::CHECKS), |cat| {
+    let meta = p.node_meta()?;
+    read(&state, &p, Interest::Tables(Tables::HEALTH), |cat| {
         Ok(Reply::list(
             cat.all_checks()
-                .filter(|c| c.service_name == name)
+                .filter(|c| c.service_name == name && cat.node_matches(&c.node, &meta))
                 .map(render::check),
             cat.indexes().checks,
         ))
@@ -55,12 +56,14 @@ async fn service(
     Query(p): Query,
 ) -> Result<Response, ApiError> {
     let tags = p.all("tag");
-    let passing = p.flag("passing");
+    let passing = p.boolean("passing")?.unwrap_or(false);
+    let meta = p.node_meta()?;
     let dc = state.config.datacenter.clone();
     read(&state, &p, Interest::Tables(Tables::HEALTH), |cat| {
         Ok(Reply::list(
             cat.health_entries(&name, &tags)
                 .into_iter()
+                .filter(|e| cat.node_matches(&e.node.name, &meta))
                 // `?passing` keeps only instances whose every check passes.
                 .filter(|e| !passing || e.status() == CheckStatus::Passing)
                 .map(|e| {
@@ -89,10 +92,13 @@ async fn by_state(
             ))
         })?),
     };
-    read(&state, &p, Interest::Tables(Tables::CHECKS), |cat| {
+    let meta = p.node_meta()?;
+    read(&state, &p, Interest::Tables(Tables::HEALTH), |cat| {
         Ok(Reply::list(
             cat.all_checks()
-                .filter(|c| filter.is_none_or(|s| c.status == s))
+                .filter(|c| {
+                    filter.is_none_or(|s| c.status == s) && cat.node_matches(&c.node, &meta)
+                })
                 .map(render::check),
             cat.indexes().checks,
         ))

@@ -68,7 +68,8 @@ async fn get_kv(state: State, key: String, Query(p): Query) -> Result<Response, 
                 }
             }
             let index = kv.prefix_index(&key);
-            Ok(if keys.is_empty() {
+            // Consul answers an empty store's root with [], not 404.
+            Ok(if keys.is_empty() && !key.is_empty() {
                 Reply::missing(index)
             } else {
                 Reply::found(Value::from(keys), index)

@@ -155,9 +155,38 @@ impl Params {
         key
     }
 
-    /// Whether a flag is set (present and not "false").
+    /// Whether a flag is present, whatever its value: Consul reads
+    /// `?recurse`, `?keys`, `?raw`, `?stale`, `?consistent` and `?pretty`
+    /// that way (py-consul sends `recurse=True`).
     pub fn flag(&self, name: &str) -> bool {
-        self.get(name).is_some_and(|v| v != "false")
+        self.get(name).is_some()
+    }
+
+    /// A boolean parameter read as Go's `strconv.ParseBool` reads it (what
+    /// Consul uses for `?passing` and `?enable`): absent is None, an empty
+    /// value is true, anything unparseable is a 400 naming the parameter.
+    pub fn boolean(&self, name: &str) -> Result<Option<bool>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some("" | "1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(Some(true)),
+            Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(Some(false)),
+            Some(v) => Err(ApiError::bad_request(format!(
+                "Invalid value for \"{name}\": \"{v}\" is not a boolean"
+            ))),
+        }
+    }
+
+    /// `?node-meta=key:value` filters (repeatable; all must match).
+    pub fn node_meta(&self) -> Result<Vec<(String, String)>, ApiError> {
+        self.all("node-meta")
+            .into_iter()
+            .map(|kv| match kv.split_once(':') {
+                Some((k, v)) => Ok((k.to_string(), v.to_string())),
+                None => Err(ApiError::bad_request(format!(
+                    "Invalid node-meta filter \"{kv}\": use key:value"
+                ))),
+            })
+            .collect()
     }
 
     /// A parameter's value (the last one, if repeated).

@@ -73,10 +73,15 @@ impl Catalog {
         self.checks.values()
     }
 
-    /// Service names with the union of their instances' tags.
-    pub fn service_names(&self) -> BTreeMap<&str, Vec<&str>> {
+    /// Service names with the union of their instances' tags, counting
+    /// only instances on nodes that match `node_meta`.
+    pub fn service_names(&self, node_meta: &[(String, String)]) -> BTreeMap<&str, Vec<&str>> {
         let mut out: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for svc in self.services.values() {
+        for svc in self
+            .services
+            .values()
+            .filter(|s| self.node_matches(&s.node, node_meta))
+        {
             let tags = out.entry(svc.name.as_str()).or_default();
             for t in &svc.tags {
                 if !tags.contains(&t.as_str()) {
@@ -90,20 +95,37 @@ impl Catalog {
         out
     }
 
-    /// Instances of the service `name` carrying every tag in `tags`.
-    pub fn instances<'a>(&'a self, name: &str, tags: &'a [String]) -> Vec<(&'a Node, &'a Service)> {
+    /// Instances of the service `name` carrying every tag in `tags`
+    /// (compared case-insensitively, as Consul does).
+    pub fn instances<'a>(&'a self, name: &str, tags: &[String]) -> Vec<(&'a Node, &'a Service)> {
         let Some(keys) = self.by_name.get(name) else {
             return Vec::new();
         };
+        let wanted: Vec<String> = tags.iter().map(|t| t.to_lowercase()).collect();
         keys.iter()
             .filter_map(|k| self.services.get(k))
-            .filter(|s| tags.iter().all(|t| s.tags.contains(t)))
+            .filter(|s| {
+                wanted
+                    .iter()
+                    .all(|w| s.tags.iter().any(|t| t.to_lowercase() == *w))
+            })
             .filter_map(|s| self.nodes.get(&s.node).map(|n| (n, s)))
             .collect()
     }
 
+    /// Whether node `name` carries every `key:value` in `filters`
+    /// (`?node-meta=`).
+    pub fn node_matches(&self, name: &str, filters: &[(String, String)]) -> bool {
+        filters.is_empty()
+            || self.nodes.get(name).is_some_and(|n| {
+                filters
+                    .iter()
+                    .all(|(k, v)| n.meta.get(k).is_some_and(|x| x == v))
+            })
+    }
+
     /// Instances with their health, for `/v1/health/service` and DNS.
-    pub fn health_entries<'a>(&'a self, name: &str, tags: &'a [String]) -> Vec<HealthEntry<'a>> {
+    pub fn health_entries<'a>(&'a self, name: &str, tags: &[String]) -> Vec<HealthEntry<'a>> {
         self.instances(name, tags)
             .into_iter()
             .map(|(node, service)| HealthEntry {
