@@ -132,11 +132,7 @@ impl Agent {
         // as Consul does: a restarting app must not flap its instance (or
         // lose the sessions bound to the check) by registering again.
         {
-            let st = self
-                .consensus
-                .state()
-                .read()
-                .map_err(|_| ApiError::internal("catalog lock poisoned"))?;
+            let st = crate::api::catalog_read(&self.consensus)?;
             for spec in &mut checks {
                 if let Some(existing) = st.catalog.check(&self.identity.node_name, &spec.id) {
                     spec.status = existing.status;
@@ -165,11 +161,7 @@ impl Agent {
     /// Removes a service of this node and its checks.
     pub async fn deregister_service(&self, id: &str) -> Result<(), ApiError> {
         let check_ids: Vec<String> = {
-            let st = self
-                .consensus
-                .state()
-                .read()
-                .map_err(|_| ApiError::internal("catalog lock poisoned"))?;
+            let st = crate::api::catalog_read(&self.consensus)?;
             if st.catalog.service(&self.identity.node_name, id).is_none() {
                 return Err(ApiError::not_found(format!("Unknown service ID \"{id}\"")));
             }
@@ -205,11 +197,7 @@ impl Agent {
     }
 
     fn ensure_check(&self, id: &str) -> Result<(), ApiError> {
-        let st = self
-            .consensus
-            .state()
-            .read()
-            .map_err(|_| ApiError::internal("catalog lock poisoned"))?;
+        let st = crate::api::catalog_read(&self.consensus)?;
         if st.catalog.check(&self.identity.node_name, id).is_none() {
             return Err(ApiError::not_found(format!(
                 "Unknown check ID \"{id}\". Ensure that the check ID is passed, not the check name."
@@ -233,11 +221,7 @@ impl Agent {
             )));
         }
         let unchanged = {
-            let st = self
-                .consensus
-                .state()
-                .read()
-                .map_err(|_| ApiError::internal("catalog lock poisoned"))?;
+            let st = crate::api::catalog_read(&self.consensus)?;
             st.catalog
                 .check(&self.identity.node_name, id)
                 .is_some_and(|c| c.status == status && c.output == output)

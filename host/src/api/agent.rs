@@ -365,11 +365,7 @@ async fn register_service(
     if p.flag("replace-existing-checks") {
         // Consul keeps checks of an earlier registration unless asked not to.
         let stale: Vec<String> = {
-            let st = state
-                .consensus
-                .state()
-                .read()
-                .map_err(|_| ApiError::internal("catalog lock poisoned"))?;
+            let st = super::catalog_read(&state.consensus)?;
             st.catalog
                 .node_checks(&state.agent.identity.node_name)
                 .filter(|c| c.service_id == service_id && !kept.contains(&c.id))
@@ -396,11 +392,7 @@ async fn register_check(state: State, Query(p): Query, body: Bytes) -> Result<Re
     }
     if !def.service_id.is_empty() {
         let node = &state.agent.identity.node_name;
-        let known = state
-            .consensus
-            .state()
-            .read()
-            .map_err(|_| ApiError::internal("catalog lock poisoned"))?
+        let known = super::catalog_read(&state.consensus)?
             .catalog
             .service(node, &def.service_id)
             .is_some();
@@ -490,11 +482,7 @@ async fn maintenance(
         };
         state.agent.register(None, vec![spec]).await?;
     } else {
-        let exists = state
-            .consensus
-            .state()
-            .read()
-            .map_err(|_| ApiError::internal("catalog lock poisoned"))?
+        let exists = super::catalog_read(&state.consensus)?
             .catalog
             .check(&state.agent.identity.node_name, &check_id)
             .is_some();
@@ -510,11 +498,7 @@ async fn service_maintenance(
     Path(id): Path<String>,
     Query(p): Query,
 ) -> Result<Response, ApiError> {
-    let exists = state
-        .consensus
-        .state()
-        .read()
-        .map_err(|_| ApiError::internal("catalog lock poisoned"))?
+    let exists = super::catalog_read(&state.consensus)?
         .catalog
         .service(&state.agent.identity.node_name, &id)
         .is_some();

@@ -293,6 +293,17 @@ impl ReadOptions {
     }
 }
 
+/// Borrows the applied catalog for reading. The lock is only poisoned if a
+/// writer panicked, which the state machine never does on any input.
+pub fn catalog_read(
+    consensus: &Consensus,
+) -> Result<std::sync::RwLockReadGuard<'_, crate::raft::Applied>, ApiError> {
+    consensus
+        .state()
+        .read()
+        .map_err(|_| ApiError::internal("catalog lock poisoned"))
+}
+
 /// Only the local datacenter exists until WAN federation lands.
 pub fn check_dc(state: &AppState, p: &Params) -> Result<(), ApiError> {
     match p.get("dc") {
@@ -387,11 +398,7 @@ where
             Some(hit) => hit,
             None => {
                 let reply = {
-                    let guard = state
-                        .consensus
-                        .state()
-                        .read()
-                        .map_err(|_| ApiError::internal("catalog lock poisoned"))?;
+                    let guard = catalog_read(&state.consensus)?;
                     view(&guard.catalog)?
                 };
                 let r = Arc::new(render(&opts, reply));

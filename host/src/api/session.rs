@@ -176,11 +176,7 @@ async fn renew(
 ) -> Result<Response, ApiError> {
     check_dc(&state, &p)?;
     let (found, ttl) = {
-        let st = state
-            .consensus
-            .state()
-            .read()
-            .map_err(|_| ApiError::internal("catalog lock poisoned"))?;
+        let st = super::catalog_read(&state.consensus)?;
         match st.catalog.session(&id) {
             None => return Err(ApiError::not_found(format!("Session id '{id}' not found"))),
             Some(s) => (render::session(s), decode::parse_duration(&s.ttl).ok()),
