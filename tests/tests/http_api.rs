@@ -702,6 +702,9 @@ fn bad_input_gets_clear_errors_and_changes_nothing() {
     let r = a.put("/v1/kv/big", &big).expect(413);
     assert!(r.text().contains("too large"), "{}", r.text());
     a.get("/v1/kv/big").expect(404);
+    let huge = "x".repeat(5 << 20);
+    let r = a.put("/v1/agent/service/register", &huge).expect(413);
+    assert!(r.text().contains("limit is"), "{}", r.text());
     a.put("/v1/kv/", "v").expect(400);
     a.put("/v1/kv/k?cas=notanumber", "v").expect(400);
     a.get("/v1/kv/k").expect(404);

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -14,7 +13,9 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::decode::{self, GoDuration};
-use super::{check_dc, read, render, ApiError, AppState, Interest, Query, Reply, State, Tables};
+use super::{
+    check_dc, read, render, ApiError, AppState, Interest, Query, RawBody, Reply, State, Tables,
+};
 use crate::catalog::command::{CheckSpec, ServiceSpec};
 use crate::catalog::types::{CheckDefinition, CheckStatus, Weights};
 
@@ -299,7 +300,7 @@ pub fn validate_meta(field: &str, meta: &BTreeMap<String, String>) -> Result<(),
 async fn register_service(
     state: State,
     Query(p): Query,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     check_dc(&state, &p)?;
     let def: ServiceDef = decode::body(&body)?;
@@ -384,7 +385,11 @@ async fn deregister_service(state: State, Path(id): Path<String>) -> Result<Resp
     Ok(StatusCode::OK.into_response())
 }
 
-async fn register_check(state: State, Query(p): Query, body: Bytes) -> Result<Response, ApiError> {
+async fn register_check(
+    state: State,
+    Query(p): Query,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
     check_dc(&state, &p)?;
     let def: CheckDef = decode::body(&body)?;
     if def.name.is_empty() {
@@ -448,7 +453,11 @@ struct CheckUpdate {
     output: String,
 }
 
-async fn update(state: State, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+async fn update(
+    state: State,
+    Path(id): Path<String>,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
     let u: CheckUpdate = decode::body(&body)?;
     let status = CheckStatus::parse(&u.status).ok_or_else(|| {
         ApiError::bad_request(format!("Status: invalid check status: \"{}\"", u.status))

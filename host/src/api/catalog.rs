@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::Path;
 use axum::response::Response;
 use axum::routing::{get, put};
@@ -13,7 +12,8 @@ use serde_json::{json, Map, Value};
 
 use super::agent::validate_meta;
 use super::{
-    check_dc, decode, json, read, render, ApiError, AppState, Interest, Query, Reply, State, Tables,
+    check_dc, decode, json, read, render, ApiError, AppState, Interest, Query, RawBody, Reply,
+    State, Tables,
 };
 use crate::catalog::command::{CheckSpec, NodeSpec, Registration, ServiceSpec};
 use crate::catalog::types::{CheckDefinition, CheckStatus, Weights};
@@ -111,7 +111,11 @@ fn check_spec(field: &str, c: CatalogCheck) -> Result<CheckSpec, ApiError> {
     })
 }
 
-async fn register(state: State, Query(p): Query, body: Bytes) -> Result<Response, ApiError> {
+async fn register(
+    state: State,
+    Query(p): Query,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
     check_dc(&state, &p)?;
     let b: RegisterBody = decode::body(&body)?;
     if b.node.is_empty() {
@@ -199,7 +203,11 @@ struct DeregisterBody {
     check_id: String,
 }
 
-async fn deregister(state: State, Query(p): Query, body: Bytes) -> Result<Response, ApiError> {
+async fn deregister(
+    state: State,
+    Query(p): Query,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
     check_dc(&state, &p)?;
     let b: DeregisterBody = decode::body(&body)?;
     if b.node.is_empty() {

@@ -2,7 +2,6 @@
 //! `?raw`), put (`?flags`, `?cas`, `?acquire`, `?release`), delete
 //! (`?recurse`, `?cas`).
 
-use axum::body::Bytes;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -11,7 +10,8 @@ use axum::Router;
 use serde_json::Value;
 
 use super::{
-    check_dc, json, read, render, ApiError, Body, Interest, Query, Reply, State, MAX_KV_VALUE,
+    check_dc, json, read, render, ApiError, Body, Interest, Query, RawBody, Reply, State,
+    MAX_KV_VALUE,
 };
 use crate::catalog::{Command, KvOp, Response as Applied};
 
@@ -27,7 +27,7 @@ pub fn routes() -> Router<std::sync::Arc<super::AppState>> {
 async fn get_root(state: State, q: Query) -> Result<Response, ApiError> {
     get_kv(state, String::new(), q).await
 }
-async fn put_root(state: State, q: Query, body: Bytes) -> Result<Response, ApiError> {
+async fn put_root(state: State, q: Query, RawBody(body): RawBody) -> Result<Response, ApiError> {
     put_kv(state, String::new(), q, body).await
 }
 async fn delete_root(state: State, q: Query) -> Result<Response, ApiError> {
@@ -40,7 +40,7 @@ async fn put_key(
     state: State,
     Path(key): Path<String>,
     q: Query,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     put_kv(state, key, q, body).await
 }
@@ -118,7 +118,7 @@ async fn put_kv(
     state: State,
     key: String,
     Query(p): Query,
-    body: Bytes,
+    body: bytes::Bytes,
 ) -> Result<Response, ApiError> {
     check_dc(&state, &p)?;
     if key.is_empty() {

@@ -221,6 +221,28 @@ impl Params {
     }
 }
 
+/// A request body, read whole up to `MAX_BODY`; an oversized or broken
+/// body is answered with a message that says what the limit is.
+pub struct RawBody(pub bytes::Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        match bytes::Bytes::from_request(req, state).await {
+            Ok(b) => Ok(RawBody(b)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("Request body too large: the limit is {MAX_BODY} bytes"),
+            )),
+            Err(e) => Err(ApiError::bad_request(format!(
+                "Request body could not be read: {}",
+                e.body_text()
+            ))),
+        }
+    }
+}
+
 /// Extracts `Params` from the raw query string.
 pub struct Query(pub Params);
 

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::extract::Path;
 use axum::response::Response;
 use axum::routing::{get, put};
@@ -12,7 +11,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::decode::{self, GoDuration};
-use super::{check_dc, read, render, ApiError, AppState, Interest, Query, Reply, State, Tables};
+use super::{
+    check_dc, read, render, ApiError, AppState, Interest, Query, RawBody, Reply, State, Tables,
+};
 use crate::agent::NODE_CHECK_ID;
 use crate::catalog::command::NewSession;
 use crate::catalog::types::SessionBehavior;
@@ -52,7 +53,11 @@ struct CreateBody {
 const MIN_TTL: Duration = Duration::from_secs(10);
 const MAX_TTL: Duration = Duration::from_secs(86_400);
 
-async fn create(state: State, Query(p): Query, body: Bytes) -> Result<Response, ApiError> {
+async fn create(
+    state: State,
+    Query(p): Query,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
     check_dc(&state, &p)?;
     let b: CreateBody = decode::body(&body)?;
     let behavior = match b.behavior.as_str() {

@@ -1,6 +1,5 @@
 //! `PUT /v1/txn`: KV operations applied atomically — all or none.
 
-use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::put;
@@ -9,7 +8,9 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{check_dc, decode, json_response, render, ApiError, Query, State, MAX_KV_VALUE};
+use super::{
+    check_dc, decode, json_response, render, ApiError, Query, RawBody, State, MAX_KV_VALUE,
+};
 use crate::catalog::{Command, KvOp, Response as Applied};
 
 /// Consul's default `txn_max_ops`.
@@ -126,7 +127,7 @@ fn errors(list: Vec<(usize, String)>) -> Response {
     )
 }
 
-async fn txn(state: State, Query(p): Query, body: Bytes) -> Result<Response, ApiError> {
+async fn txn(state: State, Query(p): Query, RawBody(body): RawBody) -> Result<Response, ApiError> {
     check_dc(&state, &p)?;
     let ops: Vec<TxnOp> = decode::body(&body)?;
     if ops.len() > MAX_OPS {
