@@ -7,6 +7,8 @@
 
 pub mod command;
 pub mod kv;
+#[cfg(test)]
+mod model_test;
 mod query;
 pub mod types;
 
