@@ -41,7 +41,13 @@ pub struct Agent {
     session_deadlines: Mutex<HashMap<String, Instant>>,
     /// Fired by `PUT /v1/agent/leave`.
     pub leave: Notify,
+    /// (when, applied index) samples, oldest first, for tombstone GC.
+    index_history: Mutex<std::collections::VecDeque<(Instant, u64)>>,
 }
+
+/// How long a KV tombstone is kept (Consul's default): long enough for
+/// blocking queries on a deleted prefix to see the delete's index.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(15 * 60);
 
 impl Agent {
     /// Creates the agent; `start` registers it and spawns its tasks.
@@ -53,6 +59,7 @@ impl Agent {
             critical: CriticalSince::default(),
             session_deadlines: Mutex::new(HashMap::new()),
             leave: Notify::new(),
+            index_history: Mutex::new(std::collections::VecDeque::new()),
         })
     }
 
@@ -275,6 +282,7 @@ impl Agent {
             tick.tick().await;
             self.reap_critical().await;
             self.expire_sessions().await;
+            self.reap_tombstones().await;
         }
     }
 
@@ -302,6 +310,44 @@ impl Agent {
             tracing::info!(service = %sid, "deregistering service critical past DeregisterCriticalServiceAfter");
             if let Err(e) = self.deregister_service(&sid).await {
                 tracing::warn!(service = %sid, error = %e.message, "reaping critical service");
+            }
+        }
+    }
+
+    /// On the leader: forgets tombstones older than `TOMBSTONE_TTL`, found
+    /// through a minute-by-minute history of the applied index.
+    async fn reap_tombstones(&self) {
+        let now = Instant::now();
+        let upto = {
+            let Ok(mut history) = self.index_history.lock() else {
+                return;
+            };
+            if history
+                .back()
+                .is_none_or(|(t, _)| now.duration_since(*t) >= Duration::from_secs(60))
+            {
+                history.push_back((now, *self.consensus.applied().borrow()));
+            }
+            let mut upto = None;
+            while let Some((t, i)) = history.front().copied() {
+                if now.duration_since(t) < TOMBSTONE_TTL {
+                    break;
+                }
+                upto = Some(i);
+                history.pop_front();
+            }
+            upto
+        };
+        let Some(upto) = upto else { return };
+        if !self.consensus.is_leader() {
+            return;
+        }
+        let due = crate::api::catalog_read(&self.consensus)
+            .ok()
+            .and_then(|st| st.catalog.tombstones_upto(upto));
+        if due.is_some() {
+            if let Err(e) = self.write(Command::ReapTombstones { upto }).await {
+                tracing::warn!(error = %e.message, "reaping KV tombstones");
             }
         }
     }

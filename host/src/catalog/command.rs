@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::types::{CheckDefinition, CheckStatus, KvEntry, Meta, SessionBehavior, Weights};
+use super::types::{CheckDefinition, CheckStatus, Index, KvEntry, Meta, SessionBehavior, Weights};
 
 /// A log entry's payload: the commands proposed together (writers are
 /// batched into one entry, so one fsync commits many writes) and the
@@ -36,6 +36,12 @@ pub enum Command {
     SessionCreate(NewSession),
     SessionDestroy {
         id: String,
+    },
+    /// Forgets KV tombstones at or below this index (Consul's tombstone
+    /// GC): proposed by the leader once they are older than the tombstone
+    /// TTL, so deletes do not cost memory forever.
+    ReapTombstones {
+        upto: Index,
     },
 }
 

@@ -28,6 +28,10 @@ pub struct KvStore {
     entries: BTreeMap<String, KvEntry>,
     tombstones: BTreeMap<String, Index>,
     index: Index,
+    /// The newest tombstone index reaped so far: prefix indexes never fall
+    /// below it, so reaping a delete cannot move a prefix's index back.
+    #[serde(default)]
+    reaped: Index,
     /// Keys written since the last `take_changes`, for waking watchers.
     #[serde(skip)]
     changed: Vec<String>,
@@ -90,8 +94,30 @@ impl KvStore {
             .unwrap_or(0);
         match live.max(dead) {
             0 => self.index,
-            i => i,
+            i => i.max(self.reaped),
         }
+    }
+
+    /// The newest tombstone index at or below `upto`.
+    pub fn newest_tombstone_upto(&self, upto: Index) -> Option<Index> {
+        self.tombstones
+            .values()
+            .copied()
+            .filter(|i| *i <= upto)
+            .max()
+    }
+
+    /// Drops tombstones at or below `upto`.
+    pub fn reap_tombstones(&mut self, upto: Index) {
+        let mut newest = 0;
+        self.tombstones.retain(|_, i| {
+            let keep = *i > upto;
+            if !keep {
+                newest = newest.max(*i);
+            }
+            keep
+        });
+        self.reaped = self.reaped.max(newest);
     }
 
     /// Writes `entry`, recording the previous state in `journal`.
@@ -189,6 +215,20 @@ mod tests {
             "rolled-back writes still wake watchers"
         );
         assert_eq!(format!("{kv:?}"), before);
+    }
+
+    #[test]
+    fn reaping_tombstones_never_moves_a_prefix_index_back() {
+        let mut kv = KvStore::default();
+        let mut j = Journal::default();
+        kv.put(entry("a/1", 3), &mut j);
+        kv.put(entry("a/2", 4), &mut j);
+        kv.remove("a/2", 9, &mut j);
+        assert_eq!(kv.prefix_index("a/"), 9);
+        assert_eq!(kv.newest_tombstone_upto(10), Some(9));
+        kv.reap_tombstones(10);
+        assert_eq!(kv.newest_tombstone_upto(10), None);
+        assert!(kv.prefix_index("a/") >= 9);
     }
 
     #[test]

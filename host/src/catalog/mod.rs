@@ -106,6 +106,12 @@ impl Catalog {
         self.last_index
     }
 
+    /// The newest tombstone index at or below `upto`, if any: what a
+    /// leader may reap.
+    pub fn tombstones_upto(&self, upto: Index) -> Option<Index> {
+        self.kv.newest_tombstone_upto(upto)
+    }
+
     /// The KV keys written since the last call, for waking watchers.
     pub fn take_kv_changes(&mut self) -> Vec<String> {
         self.kv.take_changes()
@@ -161,6 +167,10 @@ impl Catalog {
             }
             Command::Txn(ops) => self.txn(index, now, ops),
             Command::SessionCreate(s) => self.create_session(index, s),
+            Command::ReapTombstones { upto } => {
+                self.kv.reap_tombstones(upto);
+                Response::Done
+            }
             Command::SessionDestroy { id } => {
                 self.invalidate_session(index, now, &id);
                 Response::Applied(true)
