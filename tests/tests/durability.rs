@@ -263,3 +263,25 @@ fn snapshots_purge_the_log_and_restore_on_restart() {
     );
     assert_eq!(kv_value(&second.get("/v1/kv/snap/299").json()[0]), b"v299");
 }
+
+#[test]
+fn data_written_in_another_format_is_refused_by_name() {
+    let dir = seeded_data_dir("format");
+    let path = dir.0.join("raft.redb");
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let table: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("raft_meta");
+            let mut meta = tx.open_table(table).unwrap();
+            meta.insert("format", 99u32.to_le_bytes().as_slice())
+                .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let err = start_expecting_failure(&dir.0);
+    assert!(
+        err.contains("raft.redb") && err.contains("data format"),
+        "{err}"
+    );
+}

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{LogId, RaftLogReader, StorageError, StorageIOError, Vote};
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{oneshot, Mutex};
 
 use super::{NodeId, TypeConfig};
@@ -29,6 +29,12 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 const KEY_VOTE: &str = "vote";
 const KEY_COMMITTED: &str = "committed";
 const KEY_PURGED: &str = "last_purged";
+const KEY_FORMAT: &str = "format";
+
+/// The encoding of log entries and snapshots (postcard of the catalog's
+/// types). Bump it with any change to those types, so that an old data dir
+/// is refused with a clear message instead of misread.
+pub const DATA_FORMAT: u32 = 1;
 
 /// A change queued for the writer thread.
 enum LogOp {
@@ -86,9 +92,29 @@ impl LogStore {
         let mut inner = Inner::default();
         {
             let tx = db.begin_write().with_context(where_)?;
-            // Create the tables on first start so that readers find them.
+            // Create the tables on first start so that readers find them,
+            // and stamp a new file with the format this build writes.
             tx.open_table(LOG).with_context(where_)?;
-            tx.open_table(META).with_context(where_)?;
+            {
+                let mut meta = tx.open_table(META).with_context(where_)?;
+                let stamped = meta
+                    .get(KEY_FORMAT)
+                    .with_context(where_)?
+                    .map(|v| v.value().to_vec());
+                match stamped {
+                    None => {
+                        meta.insert(KEY_FORMAT, DATA_FORMAT.to_le_bytes().as_slice())
+                            .with_context(where_)?;
+                    }
+                    Some(v) if v == DATA_FORMAT.to_le_bytes() => {}
+                    Some(v) => anyhow::bail!(
+                        "{}: written in data format {:?}, but this build reads format {DATA_FORMAT}; \
+                         use the muster version that wrote it, or restore from a snapshot",
+                        path.display(),
+                        v
+                    ),
+                }
+            }
             tx.commit().with_context(where_)?;
         }
         let tx = db.begin_read().with_context(where_)?;
