@@ -94,11 +94,10 @@ async fn services(state: State, Query(p): Query) -> Result<Response, ApiError> {
     let node = state.agent.identity.node_name.clone();
     let dc = state.config.datacenter.clone();
     read(&state, &p, Interest::Tables(Tables::SERVICES), |cat| {
-        let map: Map<String, Value> = cat
-            .node_services(&node)
-            .map(|s| (s.id.clone(), render::service(s, &dc)))
-            .collect();
-        Ok(Reply::found(Value::Object(map), cat.indexes().services))
+        Ok(Reply::found(
+            render::services_by_id(cat.node_services(&node), &dc),
+            cat.indexes().services,
+        ))
     })
     .await
 }

@@ -301,10 +301,7 @@ async fn node(
             let Some(n) = cat.node(&name) else {
                 return Ok(Reply::found(Value::Null, index));
             };
-            let services: Map<String, Value> = cat
-                .node_services(&name)
-                .map(|s| (s.id.clone(), render::service(s, &dc)))
-                .collect();
+            let services = render::services_by_id(cat.node_services(&name), &dc);
             Ok(Reply::found(
                 json!({"Node": render::node(n), "Services": services}),
                 index,

@@ -40,6 +40,16 @@ pub fn service(s: &Service, datacenter: &str) -> Value {
     })
 }
 
+/// Services keyed by ID, as `/v1/agent/services` and `/v1/catalog/node`
+/// show them.
+pub fn services_by_id<'a>(services: impl Iterator<Item = &'a Service>, datacenter: &str) -> Value {
+    Value::Object(
+        services
+            .map(|s| (s.id.clone(), service(s, datacenter)))
+            .collect(),
+    )
+}
+
 /// A row of `/v1/catalog/service/:name`: node fields and `Service*` fields.
 pub fn catalog_service(n: &Node, s: &Service) -> Value {
     json!({
