@@ -47,7 +47,7 @@ pub enum Storage {
 }
 
 /// Why a write did not commit.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum WriteError {
     #[error("No cluster leader")]
     NoLeader,

@@ -130,10 +130,7 @@ async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<Pending>) {
                 }
                 Err(e) => {
                     for reply in replies {
-                        let _ = reply.send(Err(match &e {
-                            WriteError::NoLeader => WriteError::NoLeader,
-                            WriteError::Raft(m) => WriteError::Raft(m.clone()),
-                        }));
+                        let _ = reply.send(Err(e.clone()));
                     }
                 }
             }
