@@ -77,14 +77,28 @@ pub enum Interest {
 /// The hub: one channel per table, one per watched KV prefix.
 pub struct Watches {
     tables: [watch::Sender<Index>; 4],
-    kv: Mutex<HashMap<String, watch::Sender<Index>>>,
+    kv: Mutex<KvChannels>,
 }
+
+/// Channels of watched prefixes. A channel whose watchers are all gone is
+/// dropped when a write reaches it, or by a sweep once the map has doubled
+/// since the last one (prefixes that are watched but never written).
+struct KvChannels {
+    map: HashMap<String, watch::Sender<Index>>,
+    sweep_at: usize,
+}
+
+/// The map size below which no sweep is worth its scan.
+const MIN_SWEEP: usize = 1024;
 
 impl Default for Watches {
     fn default() -> Self {
         Watches {
             tables: std::array::from_fn(|_| watch::channel(0).0),
-            kv: Mutex::new(HashMap::new()),
+            kv: Mutex::new(KvChannels {
+                map: HashMap::new(),
+                sweep_at: MIN_SWEEP,
+            }),
         }
     }
 }
@@ -123,10 +137,17 @@ impl Watches {
                 .map(|one| self.tables[one.slot()].subscribe())
                 .collect(),
             Interest::KvPrefix(prefix) => match self.kv.lock() {
-                Ok(mut map) => vec![map
-                    .entry(prefix.clone())
-                    .or_insert_with(|| watch::channel(0).0)
-                    .subscribe()],
+                Ok(mut kv) => {
+                    if kv.map.len() >= kv.sweep_at {
+                        kv.map.retain(|_, tx| tx.receiver_count() > 0);
+                        kv.sweep_at = (kv.map.len() * 2).max(MIN_SWEEP);
+                    }
+                    vec![kv
+                        .map
+                        .entry(prefix.clone())
+                        .or_insert_with(|| watch::channel(0).0)
+                        .subscribe()]
+                }
                 Err(_) => Vec::new(),
             },
         };
@@ -144,7 +165,8 @@ impl Watches {
         if keys.is_empty() {
             return;
         }
-        let Ok(mut map) = self.kv.lock() else { return };
+        let Ok(mut kv) = self.kv.lock() else { return };
+        let map = &mut kv.map;
         if map.is_empty() {
             return;
         }
@@ -172,9 +194,9 @@ impl Watches {
         for tx in &self.tables {
             tx.send_replace(index);
         }
-        if let Ok(mut map) = self.kv.lock() {
-            map.retain(|_, tx| tx.receiver_count() > 0);
-            for tx in map.values() {
+        if let Ok(mut kv) = self.kv.lock() {
+            kv.map.retain(|_, tx| tx.receiver_count() > 0);
+            for tx in kv.map.values() {
                 tx.send_replace(index);
             }
         }
@@ -218,6 +240,22 @@ mod tests {
         let hub = Watches::default();
         drop(hub.subscribe(&Interest::KvPrefix("gone/".into())));
         hub.notify(Tables(0), &["gone/x".to_string()], 1);
-        assert!(hub.kv.lock().unwrap().is_empty());
+        assert!(hub.kv.lock().unwrap().map.is_empty());
+    }
+
+    #[test]
+    fn prefixes_watched_but_never_written_are_swept() {
+        let hub = Watches::default();
+        for i in 0..5 * MIN_SWEEP {
+            drop(hub.subscribe(&Interest::KvPrefix(format!("never/{i}"))));
+        }
+        let _live = hub.subscribe(&Interest::KvPrefix("live/".into()));
+        let kv = hub.kv.lock().unwrap();
+        assert!(
+            kv.map.len() <= MIN_SWEEP + 1,
+            "{} channels kept",
+            kv.map.len()
+        );
+        assert!(kv.map.contains_key("live/"));
     }
 }

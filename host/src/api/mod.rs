@@ -396,24 +396,26 @@ where
         _ => {}
     }
     let applied = state.consensus.applied();
-    let mut waiter = state.consensus.watches().subscribe(&interest);
-    let deadline = if opts.index > 0 {
+    // A blocking read has a deadline and a subscription to what it reads
+    // (only blocking reads subscribe, so a plain GET leaves nothing behind).
+    let mut blocking = (opts.index > 0).then(|| {
         // Consul adds up to wait/16 of jitter so that many watchers that
         // started together do not all return together.
         let jitter_ms = (opts.wait.as_millis() as u64 / 16).max(1);
         let jitter = Duration::from_millis(rand::thread_rng().gen_range(0..jitter_ms));
-        Some(tokio::time::Instant::now() + opts.wait + jitter)
-    } else {
-        None
-    };
+        let deadline = tokio::time::Instant::now() + opts.wait + jitter;
+        (deadline, state.consensus.watches().subscribe(&interest))
+    });
     // Blocking reads share one render per catalog index: when a write wakes
     // thousands of watchers of one prefix, the first renders and the rest
     // copy its bytes.
-    let key = deadline.map(|_| params.read_key());
+    let key = blocking.as_ref().map(|_| params.read_key());
     loop {
         // The published index trails the catalog: the state is at least
         // this new, so a render keyed by it is never stale for it.
-        waiter.mark_seen();
+        if let Some((_, waiter)) = &mut blocking {
+            waiter.mark_seen();
+        }
         let at = *applied.borrow();
         let cached = key.as_ref().and_then(|k| state.renders.get(k, at));
         let rendered = match cached {
@@ -430,10 +432,10 @@ where
                 r
             }
         };
-        let Some(deadline) = deadline else {
+        let Some((deadline, waiter)) = &mut blocking else {
             return Ok(rendered.response(state));
         };
-        if rendered.index > opts.index || tokio::time::Instant::now() >= deadline {
+        if rendered.index > opts.index || tokio::time::Instant::now() >= *deadline {
             return Ok(rendered.response(state));
         }
         drop(rendered);
@@ -443,7 +445,7 @@ where
                     return Err(ApiError::internal("node is shutting down"));
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => {}
+            _ = tokio::time::sleep_until(*deadline) => {}
         }
     }
 }
