@@ -45,6 +45,37 @@ enum Cmd {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Inspect and measure WebAssembly plugins.
+    Plugin {
+        #[command(subcommand)]
+        cmd: PluginCmd,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCmd {
+    /// The agent's loaded plugins: world, source, hash, calls, failures.
+    List {
+        /// Print the full JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Time instantiate + check + drop of a health-check plugin, in this
+    /// process (no agent needed): what each check run costs in overhead.
+    Bench {
+        /// `builtin:NAME` or a path to a component.
+        plugin: String,
+        /// The plugin's config, JSON.
+        #[arg(long, default_value = "{}")]
+        config: String,
+        #[arg(long, default_value_t = 10_000)]
+        calls: usize,
+        /// Where to cache the compiled component (default: none).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -158,6 +189,20 @@ pub fn main() -> ExitCode {
         Cmd::Kv { cmd, client } => kv(&Client::new(&client.http_addr), cmd),
         Cmd::Catalog { cmd, client } => catalog(&Client::new(&client.http_addr), cmd),
         Cmd::Members { client } => members(&Client::new(&client.http_addr)),
+        Cmd::Plugin {
+            cmd: PluginCmd::List { json },
+            client,
+        } => plugin_list(&Client::new(&client.http_addr), json),
+        Cmd::Plugin {
+            cmd:
+                PluginCmd::Bench {
+                    plugin,
+                    config,
+                    calls,
+                    cache_dir,
+                },
+            ..
+        } => plugin_bench(plugin, config, calls, cache_dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -427,4 +472,92 @@ fn members(c: &Client) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+fn plugin_list(c: &Client, as_json: bool) -> anyhow::Result<()> {
+    let plugins = c.get_json("/v1/muster/plugins")?.unwrap_or(Value::Null);
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&plugins)?);
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:<13} {:<34} {:<14} {:>8} {:>8}  Last error",
+        "Name", "World", "Source", "Hash", "Calls", "Failures"
+    );
+    for p in plugins.as_array().into_iter().flatten() {
+        let s = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let n = |k: &str| p.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let hash = s("Hash");
+        println!(
+            "{:<20} {:<13} {:<34} {:<14} {:>8} {:>8}  {}",
+            s("Name"),
+            s("World"),
+            s("Source"),
+            &hash[..hash.len().min(12)],
+            n("Calls"),
+            n("Failures"),
+            s("LastError")
+        );
+    }
+    Ok(())
+}
+
+fn plugin_bench(
+    plugin: String,
+    config: String,
+    calls: usize,
+    cache_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use crate::plugins::health_check::CheckTarget;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let registry = crate::plugins::PluginRegistry::new(cache_dir)?;
+        let block = crate::config::PluginBlock {
+            name: "bench".into(),
+            plugin,
+            grant: Default::default(),
+            config: Default::default(),
+            memory_mb: None,
+            fuel: None,
+        };
+        let loaded = registry.load(&block, crate::plugins::World::HealthCheck)?;
+        let target = CheckTarget {
+            service_id: "bench".into(),
+            service_name: "bench".into(),
+            address: "127.0.0.1".into(),
+            port: 1,
+            endpoint: String::new(),
+            timeout: std::time::Duration::from_secs(10),
+        };
+        let mut times = Vec::with_capacity(calls);
+        let mut last = None;
+        for _ in 0..calls.max(1) {
+            let t = std::time::Instant::now();
+            let verdict = registry
+                .run_check(&loaded, &target, &config, Default::default())
+                .await;
+            times.push(t.elapsed());
+            last = Some(verdict);
+        }
+        times.sort();
+        let q = |f: f64| times[((times.len() as f64 * f) as usize).min(times.len() - 1)];
+        let us = |d: std::time::Duration| d.as_secs_f64() * 1e6;
+        let last = last.ok_or_else(|| anyhow!("no call ran"))?;
+        println!(
+            "{}",
+            serde_json::json!({
+                "calls": times.len(),
+                "load_ms": loaded.load_time.as_secs_f64() * 1000.0,
+                "compile_cache_hit": loaded.cache_hit,
+                "p50_us": us(q(0.5)),
+                "p99_us": us(q(0.99)),
+                "mean_us": us(times.iter().sum::<std::time::Duration>()) / times.len() as f64,
+                "last_status": last.status.as_str(),
+                "last_output": last.output,
+            })
+        );
+        Ok(())
+    })
 }

@@ -40,6 +40,12 @@ pub struct PluginBlock {
     pub grant: Grant,
     #[serde(default)]
     pub config: toml::Table,
+    /// Memory cap of one instance, MiB (default 128, at most 1024).
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+    /// Fuel (roughly, wasm instructions) one call may burn; unmetered if unset.
+    #[serde(default)]
+    pub fuel: Option<u64>,
 }
 
 /// One configuration file as written: every key optional.
@@ -55,6 +61,9 @@ pub struct ConfigFile {
     pub log_level: Option<String>,
     /// Log entries between snapshots (Consul's `raft_snapshot_threshold`).
     pub raft_snapshot_threshold: Option<u64>,
+    /// Where compiled plugins are cached (default: `data_dir/plugin-cache`,
+    /// or `~/.cache/muster/plugins` in `--dev`).
+    pub plugin_cache_dir: Option<PathBuf>,
     pub addresses: Option<AddressesFile>,
     #[serde(default)]
     pub source: Vec<PluginBlock>,
@@ -78,7 +87,8 @@ impl ConfigFile {
             bootstrap_expect,
             retry_join,
             log_level,
-            raft_snapshot_threshold
+            raft_snapshot_threshold,
+            plugin_cache_dir
         );
         if let Some(a) = other.addresses {
             let mine = self.addresses.get_or_insert_with(Default::default);
@@ -111,6 +121,7 @@ pub struct Config {
     pub retry_join: Vec<String>,
     pub log_level: String,
     pub raft_snapshot_threshold: u64,
+    pub plugin_cache_dir: Option<PathBuf>,
     pub http_addr: SocketAddr,
     pub dns_addr: SocketAddr,
     pub server_addr: SocketAddr,
@@ -219,6 +230,7 @@ impl Config {
             retry_join: merged.retry_join.unwrap_or_default(),
             log_level: merged.log_level.unwrap_or_else(|| "info".into()),
             raft_snapshot_threshold: merged.raft_snapshot_threshold.unwrap_or(16_384),
+            plugin_cache_dir: merged.plugin_cache_dir,
             http_addr: parse_addr("addresses.http", &http)?,
             dns_addr: parse_addr("addresses.dns", &dns)?,
             server_addr: parse_addr("addresses.server", &server_addr)?,
@@ -257,6 +269,49 @@ impl Config {
         }
         if self.bootstrap_expect > 1 || !self.retry_join.is_empty() {
             bail!("bootstrap_expect > 1 and retry_join need multi-server clustering, which this build does not support yet; use bootstrap_expect = 1");
+        }
+        self.validate_plugins()
+    }
+
+    /// Plugin blocks: unique names (built-ins included), grants that parse,
+    /// limits in range. Loading the component itself happens at start.
+    fn validate_plugins(&self) -> anyhow::Result<()> {
+        let mut seen: std::collections::BTreeSet<&str> = crate::plugins::BUILTINS
+            .iter()
+            .map(|(name, _, _)| *name)
+            .collect();
+        for (section, blocks) in [
+            ("source", &self.sources),
+            ("exporter", &self.exporters),
+            ("check_plugin", &self.check_plugins),
+        ] {
+            for b in blocks {
+                if !valid_name(&b.name) {
+                    bail!(
+                        "[[{section}]] name '{}' must be letters, digits, '-', '_' or '.'",
+                        b.name
+                    );
+                }
+                if !seen.insert(&b.name) {
+                    bail!("[[{section}]] name '{}' is used twice (built-in plugins take their own names)", b.name);
+                }
+                if b.plugin.is_empty() {
+                    bail!("[[{section}]] '{}': plugin is empty (write builtin:NAME or a path to a .wasm file)", b.name);
+                }
+                for entry in &b.grant.connect {
+                    crate::plugins::grant::parse_connect(entry)
+                        .map_err(|e| anyhow::anyhow!("[[{section}]] '{}': {e}", b.name))?;
+                }
+                if let Some(mb) = b.memory_mb {
+                    if mb == 0 || mb > crate::plugins::MAX_MEMORY_MB {
+                        bail!(
+                            "[[{section}]] '{}': memory_mb = {mb} is out of range (1..={})",
+                            b.name,
+                            crate::plugins::MAX_MEMORY_MB
+                        );
+                    }
+                }
+            }
         }
         Ok(())
     }

@@ -8,5 +8,6 @@ pub mod cli;
 pub mod config;
 pub mod health;
 pub mod node;
+pub mod plugins;
 pub mod raft;
 pub mod watch;

@@ -291,3 +291,140 @@ pub fn kv_value(entry: &Value) -> Vec<u8> {
         .decode(b64)
         .expect("base64 value")
 }
+
+/// Polls `probe` every 50 ms until it returns Some or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe() {
+            return Some(v);
+        }
+        if start.elapsed() >= timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The workspace root (for building test plugins and examples).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace root")
+        .to_path_buf()
+}
+
+/// Builds `tests/plugins/fault-check` for wasm32-wasip2 (once per test
+/// binary) and returns the component's path. Its own target dir: the
+/// `cargo test` that runs us holds the lock on the shared one.
+pub fn fault_plugin() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace_root().join("target"))
+                .join("test-plugins");
+            let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .current_dir(workspace_root())
+                .args([
+                    "build",
+                    "--release",
+                    "--target",
+                    "wasm32-wasip2",
+                    "-p",
+                    "fault-check",
+                    "--target-dir",
+                ])
+                .arg(&target_dir)
+                .env_remove("RUSTFLAGS")
+                .env_remove("CARGO_ENCODED_RUSTFLAGS")
+                .status()
+                .expect("running cargo to build fault-check");
+            assert!(
+                status.success(),
+                "building fault-check for wasm32-wasip2 failed"
+            );
+            target_dir.join("wasm32-wasip2/release/fault_check.wasm")
+        })
+        .clone()
+}
+
+/// A real HTTP server on 127.0.0.1 whose answer the test sets: every
+/// request gets `status` with a short body. `stop` closes the listener.
+pub struct HttpTarget {
+    pub addr: std::net::SocketAddr,
+    status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HttpTarget {
+    /// Starts answering `status` on a free port.
+    pub fn start(status: u16) -> HttpTarget {
+        Self::start_on(TcpListener::bind("127.0.0.1:0").expect("bind"), status)
+    }
+
+    /// Starts answering on `listener`.
+    pub fn start_on(listener: TcpListener, status: u16) -> HttpTarget {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let addr = listener.local_addr().expect("local addr");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let code = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(status));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c, s) = (code.clone(), stop.clone());
+        let handle = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut conn, _)) => {
+                        let _ = conn.set_nonblocking(false);
+                        let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                        let mut buf = [0u8; 4096];
+                        let mut req = Vec::new();
+                        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match conn.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => req.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let code = c.load(Ordering::Relaxed);
+                        let body = format!("status {code}");
+                        let _ = write!(
+                            conn,
+                            "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        HttpTarget {
+            addr,
+            status: code,
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Changes the status every later request gets.
+    pub fn set_status(&self, status: u16) {
+        self.status
+            .store(status, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Closes the listening socket: connections are refused from now on.
+    pub fn stop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for HttpTarget {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -14,9 +14,12 @@ use tokio::time::Instant;
 
 use crate::api::ApiError;
 use crate::catalog::command::{CheckSpec, NodeSpec, Registration, ServiceSpec};
+use crate::catalog::types::Check;
 use crate::catalog::types::{CheckDefinition, CheckStatus};
 use crate::catalog::{Command, Response};
+use crate::health::scheduler::{Probe, Report, Scheduler};
 use crate::health::{CriticalSince, TtlTracker};
+use crate::plugins::Plugins;
 use crate::raft::Consensus;
 
 /// The node-level check every agent keeps passing, as Consul's `serfHealth`.
@@ -37,6 +40,9 @@ pub struct Agent {
     consensus: Consensus,
     ttl: TtlTracker,
     critical: CriticalSince,
+    /// Runs this node's HTTP, TCP and WebAssembly checks.
+    pub probes: Scheduler,
+    reports: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Report>>>,
     /// Session TTL deadlines, kept by the leader only (as Consul does).
     session_deadlines: Mutex<HashMap<String, Instant>>,
     /// Fired by `PUT /v1/agent/leave`.
@@ -51,12 +57,15 @@ const TOMBSTONE_TTL: Duration = Duration::from_secs(15 * 60);
 
 impl Agent {
     /// Creates the agent; `start` registers it and spawns its tasks.
-    pub fn new(identity: Identity, consensus: Consensus) -> Arc<Agent> {
+    pub fn new(identity: Identity, consensus: Consensus, plugins: Plugins) -> Arc<Agent> {
+        let (report_tx, report_rx) = tokio::sync::mpsc::unbounded_channel();
         Arc::new(Agent {
             identity,
             consensus,
             ttl: TtlTracker::default(),
             critical: CriticalSince::default(),
+            probes: Scheduler::new(plugins, report_tx),
+            reports: Mutex::new(Some(report_rx)),
             session_deadlines: Mutex::new(HashMap::new()),
             leave: Notify::new(),
             index_history: Mutex::new(std::collections::VecDeque::new()),
@@ -113,6 +122,16 @@ impl Agent {
         for (id, ms) in ttls {
             self.ttl.arm(&id, Duration::from_millis(ms));
         }
+        self.arm_probes(None)?;
+        let reports = self
+            .reports
+            .lock()
+            .map_err(|_| anyhow::anyhow!("agent lock poisoned"))?
+            .take();
+        if let Some(rx) = reports {
+            let me = self.clone();
+            tokio::spawn(async move { me.run_reports(rx).await });
+        }
         let me = self.clone();
         tokio::spawn(async move { me.run_ttl().await });
         let me = self.clone();
@@ -152,6 +171,8 @@ impl Agent {
             .filter(|c| c.definition.kind == "ttl")
             .map(|c| (c.id.clone(), c.definition.ttl_ms))
             .collect();
+        let ids: Vec<String> = checks.iter().map(|c| c.id.clone()).collect();
+        let service_id = service.as_ref().map(|s| s.id.clone());
         let reg = Registration {
             node: self.node_spec(),
             skip_node_update: true,
@@ -162,7 +183,98 @@ impl Agent {
         for (id, ms) in ttls {
             self.ttl.arm(&id, Duration::from_millis(ms));
         }
+        self.arm_probes(Some((&ids, service_id.as_deref())))
+            .map_err(|e| ApiError::internal(e.to_string()))?;
         Ok(())
+    }
+
+    /// What a probe check examines: its service's address and port, else
+    /// this node's address.
+    fn probe_for(&self, st: &crate::catalog::Catalog, check: &Check) -> Probe {
+        let service = (!check.service_id.is_empty())
+            .then(|| st.service(&self.identity.node_name, &check.service_id))
+            .flatten();
+        let address = service
+            .map(|s| s.address.clone())
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| self.identity.address.clone());
+        Probe {
+            check_id: check.id.clone(),
+            definition: check.definition.clone(),
+            service_id: check.service_id.clone(),
+            service_name: check.service_name.clone(),
+            address,
+            port: service.map(|s| s.port).unwrap_or(0),
+        }
+    }
+
+    /// (Re)starts the probes of this node's checks as the catalog has them
+    /// (all of them, or only those in `only`: these check IDs and the checks
+    /// of this service, whose address may have moved); checks that are no
+    /// longer probes stop.
+    fn arm_probes(&self, only: Option<(&[String], Option<&str>)>) -> anyhow::Result<()> {
+        let st = self
+            .consensus
+            .state()
+            .read()
+            .map_err(|_| anyhow::anyhow!("catalog lock poisoned"))?;
+        for check in st.catalog.node_checks(&self.identity.node_name) {
+            if let Some((ids, service)) = only {
+                if !ids.contains(&check.id) && service != Some(check.service_id.as_str()) {
+                    continue;
+                }
+            }
+            if check.definition.is_probe() {
+                self.probes.schedule(self.probe_for(&st.catalog, check));
+            } else {
+                self.probes.cancel(&check.id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records probe results: drains what has queued up, keeps the latest
+    /// per check, and writes (concurrently, so the proposer batches them)
+    /// only those that differ from the catalog.
+    async fn run_reports(self: Arc<Agent>, mut rx: tokio::sync::mpsc::UnboundedReceiver<Report>) {
+        while let Some(first) = rx.recv().await {
+            let mut latest: HashMap<String, Report> = HashMap::new();
+            latest.insert(first.check_id.clone(), first);
+            while let Ok(more) = rx.try_recv() {
+                latest.insert(more.check_id.clone(), more);
+            }
+            let due: Vec<Report> = {
+                let Ok(st) = self.consensus.state().read() else {
+                    continue;
+                };
+                latest
+                    .into_values()
+                    .filter(|r| {
+                        st.catalog
+                            .check(&self.identity.node_name, &r.check_id)
+                            .is_some_and(|c| c.status != r.status || c.output != r.output)
+                    })
+                    .collect()
+            };
+            let writes = due.into_iter().map(|r| {
+                let me = self.clone();
+                async move {
+                    let cmd = Command::UpdateCheck {
+                        node: me.identity.node_name.clone(),
+                        check_id: r.check_id.clone(),
+                        status: r.status,
+                        output: r.output,
+                    };
+                    match me.write(cmd).await {
+                        Ok(_) => me.probes.stats.record_write(),
+                        Err(e) => {
+                            tracing::warn!(check = %r.check_id, error = %e.message, "recording check result")
+                        }
+                    }
+                }
+            });
+            futures::future::join_all(writes).await;
+        }
     }
 
     /// Removes a service of this node and its checks.
@@ -186,6 +298,7 @@ impl Agent {
         .await?;
         for c in check_ids {
             self.ttl.disarm(&c);
+            self.probes.cancel(&c);
         }
         Ok(())
     }
@@ -200,6 +313,7 @@ impl Agent {
         })
         .await?;
         self.ttl.disarm(id);
+        self.probes.cancel(id);
         Ok(())
     }
 

@@ -149,11 +149,25 @@ pub struct CheckDef {
     timeout: GoDuration,
     #[serde(rename = "deregistercriticalserviceafter")]
     deregister_after: GoDuration,
-    // Kinds that need the plugin runtime; present only to reject clearly.
     http: Option<String>,
+    method: String,
+    header: BTreeMap<String, Vec<String>>,
+    body: String,
+    #[serde(rename = "tlsskipverify")]
+    tls_skip_verify: bool,
     tcp: Option<String>,
+    /// muster's addition: the `[[check_plugin]]` that runs this check.
+    wasm: Option<String>,
+    /// The check's own plugin config, merged over the plugin block's.
+    config: Option<Value>,
+    #[serde(rename = "successbeforepassing")]
+    success_before_passing: u32,
+    #[serde(rename = "failuresbeforecritical")]
+    failures_before_critical: u32,
+    // Kinds muster does not run; present only to reject clearly.
     grpc: Option<String>,
     h2ping: Option<String>,
+    udp: Option<String>,
     args: Option<Vec<String>>,
     script: Option<String>,
     #[serde(rename = "dockercontainerid")]
@@ -162,35 +176,140 @@ pub struct CheckDef {
 
 impl CheckDef {
     /// Validates and turns the definition into a catalog check. `field`
-    /// is how the error names it ("Check", "Checks[1]").
+    /// is how the error names it ("Check", "Checks[1]"); `plugins` tells
+    /// which `Wasm` names exist.
     fn into_spec(
         self,
         field: &str,
         default_id: String,
         default_name: String,
         service_id: &str,
+        plugins: &crate::plugins::PluginRegistry,
     ) -> Result<CheckSpec, ApiError> {
-        let unsupported = [
-            ("HTTP", self.http.is_some()),
-            ("TCP", self.tcp.is_some()),
-            ("GRPC", self.grpc.is_some()),
-            ("H2PING", self.h2ping.is_some()),
-            ("DockerContainerID", self.docker_container_id.is_some()),
-        ];
         if self.args.is_some() || self.script.is_some() {
             return Err(ApiError::bad_request(format!(
-                "{field}.Args: script checks are not supported by muster; write the check as a WebAssembly plugin instead"
+                "{field}.Args: script checks are not offered by muster; write the check as a WebAssembly health-check plugin (Wasm = \"name\") instead, which runs sandboxed"
             )));
         }
+        let unsupported = [
+            ("GRPC", self.grpc.is_some()),
+            ("H2PING", self.h2ping.is_some()),
+            ("UDP", self.udp.is_some()),
+            ("DockerContainerID", self.docker_container_id.is_some()),
+        ];
         if let Some((kind, _)) = unsupported.iter().find(|(_, set)| *set) {
             return Err(ApiError::bad_request(format!(
-                "{field}.{kind}: {kind} checks run as WebAssembly plugins, which this build does not have yet; use a TTL check"
+                "{field}.{kind}: {kind} checks are not built in; use HTTP, TCP, TTL, or a Wasm check plugin"
             )));
         }
-        if self.ttl.0.is_zero() {
+        let kinds: Vec<&str> = [
+            ("TTL", !self.ttl.0.is_zero()),
+            ("HTTP", self.http.is_some()),
+            ("TCP", self.tcp.is_some()),
+            ("Wasm", self.wasm.is_some()),
+        ]
+        .iter()
+        .filter(|(_, set)| *set)
+        .map(|(k, _)| *k)
+        .collect();
+        let kind = match kinds.as_slice() {
+            [one] => *one,
+            [] => {
+                return Err(ApiError::bad_request(format!(
+                    "{field}: a check needs one of TTL, HTTP, TCP or Wasm"
+                )))
+            }
+            many => {
+                return Err(ApiError::bad_request(format!(
+                    "{field}: set only one of {}",
+                    many.join(", ")
+                )))
+            }
+        };
+        if kind != "TTL" && self.interval.0.is_zero() {
             return Err(ApiError::bad_request(format!(
-                "{field}.TTL: a check needs a TTL (> 0); TTL checks are the kind this build supports"
+                "{field}.Interval: required (> 0) for {kind} checks"
             )));
+        }
+        let mut definition = CheckDefinition {
+            kind: kind.to_ascii_lowercase(),
+            ttl_ms: self.ttl.0.as_millis() as u64,
+            interval_ms: self.interval.0.as_millis() as u64,
+            timeout_ms: self.timeout.0.as_millis() as u64,
+            deregister_critical_after_ms: self.deregister_after.0.as_millis() as u64,
+            success_before_passing: self.success_before_passing,
+            failures_before_critical: self.failures_before_critical,
+            ..Default::default()
+        };
+        if self.config.is_some() && kind != "Wasm" {
+            return Err(ApiError::bad_request(format!(
+                "{field}.Config: only Wasm checks take a Config"
+            )));
+        }
+        match kind {
+            "HTTP" => {
+                let url = self.http.unwrap_or_default();
+                let lower = url.to_ascii_lowercase();
+                if !(lower.starts_with("http://") || lower.starts_with("https://"))
+                    || url.len() <= "http://".len()
+                {
+                    return Err(ApiError::bad_request(format!(
+                        "{field}.HTTP: \"{url}\" is not an http:// or https:// URL"
+                    )));
+                }
+                definition.endpoint = url;
+                definition.method = self.method.to_ascii_uppercase();
+                definition.headers = self.header;
+                definition.body = self.body;
+                definition.tls_skip_verify = self.tls_skip_verify;
+            }
+            "TCP" => {
+                let endpoint = self.tcp.unwrap_or_default();
+                let port_ok = endpoint
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+                if !port_ok {
+                    return Err(ApiError::bad_request(format!(
+                        "{field}.TCP: \"{endpoint}\" is not HOST:PORT"
+                    )));
+                }
+                definition.endpoint = endpoint;
+            }
+            "Wasm" => {
+                let name = self.wasm.unwrap_or_default();
+                match plugins.get(&name) {
+                    Some(p) if p.world == crate::plugins::World::HealthCheck => {}
+                    Some(p) => {
+                        return Err(ApiError::bad_request(format!(
+                            "{field}.Wasm: plugin \"{name}\" is a {} plugin, not a health check",
+                            p.world.as_str()
+                        )))
+                    }
+                    None => {
+                        let known: Vec<String> = plugins
+                            .list()
+                            .into_iter()
+                            .filter(|p| p.world == crate::plugins::World::HealthCheck)
+                            .map(|p| p.name)
+                            .collect();
+                        return Err(ApiError::bad_request(format!(
+                            "{field}.Wasm: no health-check plugin named \"{name}\" is loaded (loaded: {}; add a [[check_plugin]] block)",
+                            known.join(", ")
+                        )));
+                    }
+                }
+                definition.plugin = name;
+                definition.config = match self.config {
+                    None => "{}".into(),
+                    Some(v @ Value::Object(_)) => v.to_string(),
+                    Some(_) => {
+                        return Err(ApiError::bad_request(format!(
+                            "{field}.Config: must be an object"
+                        )))
+                    }
+                };
+            }
+            _ => {}
         }
         let status = if self.status.is_empty() {
             CheckStatus::Critical
@@ -222,13 +341,7 @@ impl CheckDef {
             notes: self.notes,
             output: String::new(),
             service_id,
-            definition: CheckDefinition {
-                kind: "ttl".into(),
-                ttl_ms: self.ttl.0.as_millis() as u64,
-                interval_ms: self.interval.0.as_millis() as u64,
-                timeout_ms: self.timeout.0.as_millis() as u64,
-                deregister_critical_after_ms: self.deregister_after.0.as_millis() as u64,
-            },
+            definition,
         })
     }
 }
@@ -341,6 +454,7 @@ async fn register_service(
             default_id,
             format!("Service '{}' check", def.name),
             &id,
+            &state.plugins,
         )?);
     }
     let spec = ServiceSpec {
@@ -408,7 +522,7 @@ async fn register_check(
         }
     }
     let name = def.name.clone();
-    let spec = def.into_spec("Check", name.clone(), name, "")?;
+    let spec = def.into_spec("Check", name.clone(), name, "", &state.plugins)?;
     state.agent.register(None, vec![spec]).await?;
     Ok(StatusCode::OK.into_response())
 }

@@ -19,6 +19,7 @@ const USER_MAPS: &[&str] = &[
     "taggedaddresses",
     "header",
     "definition",
+    "config",
 ];
 
 fn normalize_key(k: &str) -> String {

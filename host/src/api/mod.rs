@@ -11,13 +11,14 @@ mod decode;
 mod filter;
 mod health;
 mod kv;
+mod muster;
 mod render;
 mod server;
 mod session;
 mod status;
 mod txn;
 
-pub use decode::parse_duration;
+pub use decode::{format_duration, parse_duration};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +41,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub consensus: Consensus,
     pub agent: Arc<Agent>,
+    pub plugins: crate::plugins::Plugins,
     pub renders: Renders,
 }
 
@@ -62,6 +64,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(session::routes())
         .merge(txn::routes())
         .merge(status::routes())
+        .merge(muster::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "Not found: no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)

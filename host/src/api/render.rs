@@ -97,10 +97,44 @@ pub fn check(c: &Check) -> Value {
         "Interval": ms_to_go(c.definition.interval_ms),
         "Timeout": ms_to_go(c.definition.timeout_ms),
         "ExposedPort": 0,
-        "Definition": {},
+        "Definition": definition(&c.definition),
         "CreateIndex": c.create_index,
         "ModifyIndex": c.modify_index,
     })
+}
+
+/// The `Definition` object of a check, in Consul's shape.
+fn definition(d: &crate::catalog::types::CheckDefinition) -> Value {
+    let mut v = json!({
+        "Interval": ms_to_go(d.interval_ms),
+        "Timeout": ms_to_go(d.timeout_ms),
+        "DeregisterCriticalServiceAfter": ms_to_go(d.deregister_critical_after_ms),
+    });
+    let Some(obj) = v.as_object_mut() else {
+        return v;
+    };
+    match d.kind.as_str() {
+        "http" => {
+            obj.insert("HTTP".into(), json!(d.endpoint));
+            obj.insert("Method".into(), json!(d.method));
+            obj.insert("Header".into(), json!(d.headers));
+            obj.insert("Body".into(), json!(d.body));
+            obj.insert("TLSSkipVerify".into(), json!(d.tls_skip_verify));
+        }
+        "tcp" => {
+            obj.insert("TCP".into(), json!(d.endpoint));
+        }
+        "wasm" => {
+            obj.insert("Wasm".into(), json!(d.plugin));
+            let config: Value = serde_json::from_str(&d.config).unwrap_or(Value::Null);
+            obj.insert("Config".into(), config);
+        }
+        "ttl" => {
+            obj.insert("TTL".into(), json!(ms_to_go(d.ttl_ms)));
+        }
+        _ => {}
+    }
+    v
 }
 
 /// A KV entry; `with_value: false` for txn write results, which Consul

@@ -115,13 +115,36 @@ impl CheckStatus {
 /// agent after a restart) can re-arm it from the catalog alone.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct CheckDefinition {
-    /// "ttl" for host-tracked TTL checks, "" for checks fed from outside
+    /// "ttl" for host-tracked TTL checks; "http", "tcp" or "wasm" for checks
+    /// the agent runs through a plugin; "" for checks fed from outside
     /// (catalog registrations, maintenance mode).
     pub kind: String,
     pub ttl_ms: u64,
     pub interval_ms: u64,
     pub timeout_ms: u64,
     pub deregister_critical_after_ms: u64,
+    /// The URL of an HTTP check, `host:port` of a TCP check.
+    pub endpoint: String,
+    /// For "wasm": the `[[check_plugin]]` that runs it.
+    pub plugin: String,
+    /// HTTP method, headers and body (HTTP checks).
+    pub method: String,
+    pub headers: BTreeMap<String, Vec<String>>,
+    pub body: String,
+    pub tls_skip_verify: bool,
+    /// For "wasm": the check's own `Config`, JSON, merged over the plugin's.
+    pub config: String,
+    /// Consecutive results needed before the status moves (Consul's
+    /// SuccessBeforePassing / FailuresBeforeCritical).
+    pub success_before_passing: u32,
+    pub failures_before_critical: u32,
+}
+
+impl CheckDefinition {
+    /// Whether the agent runs this check itself through a plugin.
+    pub fn is_probe(&self) -> bool {
+        matches!(self.kind.as_str(), "http" | "tcp" | "wasm")
+    }
 }
 
 /// A health check on a node, or on one service instance of it.

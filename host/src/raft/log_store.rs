@@ -34,7 +34,7 @@ const KEY_FORMAT: &str = "format";
 /// The encoding of log entries and snapshots (postcard of the catalog's
 /// types). Bump it with any change to those types, so that an old data dir
 /// is refused with a clear message instead of misread.
-pub const DATA_FORMAT: u32 = 1;
+pub const DATA_FORMAT: u32 = 2;
 
 /// A change queued for the writer thread.
 enum LogOp {

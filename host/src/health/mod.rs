@@ -1,6 +1,10 @@
 //! Health bookkeeping the agent does itself: TTL checks (a check that goes
 //! critical unless something reports in before its TTL runs out) and the
-//! `DeregisterCriticalServiceAfter` reaper.
+//! `DeregisterCriticalServiceAfter` reaper; and the scheduler that runs
+//! HTTP, TCP and WebAssembly checks through plugins.
+
+pub mod scheduler;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
