@@ -75,6 +75,12 @@ enum PluginCmd {
         /// Where to cache the compiled component (default: none).
         #[arg(long)]
         cache_dir: Option<PathBuf>,
+        /// The check's endpoint (URL or HOST:PORT), which it may reach.
+        #[arg(long, default_value = "")]
+        endpoint: String,
+        /// Meter fuel, with this budget per call.
+        #[arg(long)]
+        fuel: Option<u64>,
     },
 }
 
@@ -200,9 +206,11 @@ pub fn main() -> ExitCode {
                     config,
                     calls,
                     cache_dir,
+                    endpoint,
+                    fuel,
                 },
             ..
-        } => plugin_bench(plugin, config, calls, cache_dir),
+        } => plugin_bench(plugin, config, calls, cache_dir, endpoint, fuel),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -507,20 +515,24 @@ fn plugin_bench(
     config: String,
     calls: usize,
     cache_dir: Option<PathBuf>,
+    endpoint: String,
+    fuel: Option<u64>,
 ) -> anyhow::Result<()> {
     use crate::plugins::health_check::CheckTarget;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread: the calls are sequential, and a multi-thread runtime only
+    // adds cross-thread wake-ups to what is being measured.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let registry = crate::plugins::PluginRegistry::new(cache_dir)?;
+        let registry = crate::plugins::PluginRegistry::new(cache_dir, fuel.is_some())?;
         let block = crate::config::PluginBlock {
             name: "bench".into(),
             plugin,
             grant: Default::default(),
             config: Default::default(),
             memory_mb: None,
-            fuel: None,
+            fuel,
         };
         let loaded = registry.load(&block, crate::plugins::World::HealthCheck)?;
         let target = CheckTarget {
@@ -528,15 +540,21 @@ fn plugin_bench(
             service_name: "bench".into(),
             address: "127.0.0.1".into(),
             port: 1,
-            endpoint: String::new(),
+            endpoint: endpoint.clone(),
             timeout: std::time::Duration::from_secs(10),
         };
+        let mut allow = crate::plugins::AllowList::default();
+        let reach = crate::health::scheduler::url_host_port(&endpoint)
+            .or_else(|| crate::health::scheduler::host_port(&endpoint));
+        if let Some((host, port)) = reach {
+            allow.allow(&host, Some(port)).await;
+        }
         let mut times = Vec::with_capacity(calls);
         let mut last = None;
         for _ in 0..calls.max(1) {
             let t = std::time::Instant::now();
             let verdict = registry
-                .run_check(&loaded, &target, &config, Default::default())
+                .run_check(&loaded, &target, &config, allow.clone())
                 .await;
             times.push(t.elapsed());
             last = Some(verdict);

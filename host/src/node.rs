@@ -81,7 +81,13 @@ fn plugin_cache_dir(config: &Config) -> Option<std::path::PathBuf> {
 /// `[[check_plugin]]`; a block that fails to load stops the node with the
 /// reason, rather than leaving its checks silently critical.
 async fn start_plugins(config: &Config) -> anyhow::Result<crate::plugins::Plugins> {
-    let registry = crate::plugins::PluginRegistry::new(plugin_cache_dir(config))?;
+    let fuel = config
+        .check_plugins
+        .iter()
+        .chain(&config.sources)
+        .chain(&config.exporters)
+        .any(|b| b.fuel.is_some());
+    let registry = crate::plugins::PluginRegistry::new(plugin_cache_dir(config), fuel)?;
     let loader = registry.clone();
     let blocks = config.check_plugins.clone();
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {

@@ -187,6 +187,10 @@ fn misbehaving_plugins_end_critical_and_the_node_carries_on() {
             wasm.display()
         ));
     }
+    toml.push_str(&format!(
+        "[[check_plugin]]\nname = \"fault-fuel\"\nplugin = \"{}\"\nfuel = 5000000\nconfig = {{ mode = \"loop\" }}\n\n",
+        wasm.display()
+    ));
     let a = Agent::start(with_config(&toml, &dir.0));
     let plugins = a.get("/v1/muster/plugins").expect(200).json();
     let names: Vec<&str> = plugins
@@ -198,7 +202,15 @@ fn misbehaving_plugins_end_critical_and_the_node_carries_on() {
     for want in ["http-check", "tcp-check", "fault-loop", "fault-pass"] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
-    for mode in ["pass", "loop", "trap", "memory", "huge-output", "connect"] {
+    for mode in [
+        "pass",
+        "loop",
+        "trap",
+        "memory",
+        "huge-output",
+        "connect",
+        "fuel",
+    ] {
         register(
             &a,
             json!({

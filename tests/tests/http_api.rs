@@ -650,10 +650,10 @@ fn bad_input_gets_clear_errors_and_changes_nothing() {
     let r = a
         .put(
             "/v1/agent/service/register",
-            r#"{"Name":"x","Checks":[{"TTL":"5s"},{"HTTP":"http://x"}]}"#,
+            r#"{"Name":"x","Checks":[{"TTL":"5s"},{"GRPC":"127.0.0.1:1","Interval":"1s"}]}"#,
         )
         .expect(400);
-    assert!(r.text().contains("Checks[1].HTTP"), "{}", r.text());
+    assert!(r.text().contains("Checks[1].GRPC"), "{}", r.text());
     let r = a
         .put(
             "/v1/agent/service/register",

@@ -171,7 +171,7 @@ fn prepare(probe: &Probe, plugins: &Plugins) -> Prepared {
 }
 
 /// `host:port` of an http(s) URL, with the scheme's default port.
-fn url_host_port(url: &str) -> Option<(String, u16)> {
+pub fn url_host_port(url: &str) -> Option<(String, u16)> {
     let (scheme, rest) = url.split_once("://")?;
     let authority = rest.split(['/', '?', '#']).next()?;
     let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
@@ -187,7 +187,7 @@ fn url_host_port(url: &str) -> Option<(String, u16)> {
 }
 
 /// Splits `host:port` / `[v6]:port`.
-fn host_port(s: &str) -> Option<(String, u16)> {
+pub fn host_port(s: &str) -> Option<(String, u16)> {
     let (host, port) = s.rsplit_once(':')?;
     if host.contains(':') && !host.starts_with('[') {
         return None; // a bare IPv6 address without a port

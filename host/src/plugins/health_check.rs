@@ -124,8 +124,10 @@ impl PluginRegistry {
         let stderr = state.stderr.clone();
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        if let Err(e) = store.set_fuel(plugin.fuel()) {
-            return fault_verdict(plugin, format!("setting fuel: {e}"));
+        if plugin.block.fuel.is_some() {
+            if let Err(e) = store.set_fuel(plugin.fuel()) {
+                return fault_verdict(plugin, format!("setting fuel: {e}"));
+            }
         }
         let deadline = Instant::now() + limit;
         // Every epoch tick, a running plugin yields to the scheduler (so a

@@ -148,12 +148,15 @@ pub struct PluginRegistry {
     plugins: RwLock<BTreeMap<String, Arc<Plugin>>>,
     /// One permit per pooled instance slot.
     pub(crate) slots: tokio::sync::Semaphore,
+    /// Whether the engine meters fuel.
+    fuel: bool,
 }
 
 impl PluginRegistry {
-    /// Creates the engine and linkers; `cache_dir` keeps compiled components.
-    pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<Arc<PluginRegistry>> {
-        let engine = super::engine()?;
+    /// Creates the engine and linkers; `cache_dir` keeps compiled
+    /// components; `fuel` turns on metering (see `engine`).
+    pub fn new(cache_dir: Option<PathBuf>, fuel: bool) -> anyhow::Result<Arc<PluginRegistry>> {
+        let engine = super::engine(fuel)?;
         let mut health_linker = Linker::<HostState>::new(&engine);
         super::health_check::add_to_linker(&mut health_linker)?;
         Ok(Arc::new(PluginRegistry {
@@ -162,6 +165,7 @@ impl PluginRegistry {
             health_linker,
             plugins: RwLock::new(BTreeMap::new()),
             slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_CALLS),
+            fuel,
         }))
     }
 
@@ -186,6 +190,12 @@ impl PluginRegistry {
     pub fn load(&self, block: &PluginBlock, world: World) -> Result<Arc<Plugin>, PluginError> {
         let started = Instant::now();
         let name = block.name.clone();
+        if block.fuel.is_some() && !self.fuel {
+            return Err(PluginError::Link {
+                name,
+                detail: "sets fuel, but the node started without fuel metering (it turns on when a block in the startup config sets fuel); restart the node".into(),
+            });
+        }
         let bytes: std::borrow::Cow<'static, [u8]> = match block.plugin.strip_prefix("builtin:") {
             Some(builtin) => {
                 let found = BUILTINS.iter().find(|(n, _, _)| *n == builtin);
