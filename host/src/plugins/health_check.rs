@@ -124,7 +124,9 @@ impl PluginRegistry {
         let stderr = state.stderr.clone();
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        if plugin.block.fuel.is_some() {
+        // With metering on, every Store needs fuel: a plugin without a
+        // budget gets an unlimited one.
+        if self.meters_fuel() {
             if let Err(e) = store.set_fuel(plugin.fuel()) {
                 return fault_verdict(plugin, format!("setting fuel: {e}"));
             }

@@ -301,6 +301,11 @@ impl PluginRegistry {
         Ok(plugin)
     }
 
+    /// Whether the engine meters fuel.
+    pub fn meters_fuel(&self) -> bool {
+        self.fuel
+    }
+
     /// A loaded plugin by name.
     pub fn get(&self, name: &str) -> Option<Arc<Plugin>> {
         self.plugins.read().ok()?.get(name).cloned()
