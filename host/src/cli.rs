@@ -542,6 +542,7 @@ fn plugin_bench(
             port: 1,
             endpoint: endpoint.clone(),
             timeout: std::time::Duration::from_secs(10),
+            tls_skip_verify: false,
         };
         let mut allow = crate::plugins::AllowList::default();
         let reach = crate::health::scheduler::url_host_port(&endpoint)

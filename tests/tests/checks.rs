@@ -457,3 +457,101 @@ fn python_check_example_builds_with_componentize_py_and_follows_redis() {
     wait_status(&a, "service:redis", "passing", Duration::from_secs(4));
     assert_eq!(redis.as_ref().map(|r| r.port), Some(port));
 }
+
+/// An HTTPS server with a fresh self-signed certificate (openssl +
+/// Python's ssl module), killed on drop.
+struct SelfSignedHttps {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl SelfSignedHttps {
+    fn start(dir: &Path) -> SelfSignedHttps {
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let made = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl");
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let port = muster_tests::free_port();
+        let server = r#"
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"ok")
+    def log_message(self, *a): pass
+srv = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+"#;
+        let child = std::process::Command::new("python3")
+            .args(["-c", server, &port.to_string()])
+            .arg(&cert)
+            .arg(&key)
+            .spawn()
+            .expect("python3");
+        let up = wait_for(Duration::from_secs(5), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        assert!(up.is_some(), "https server did not listen");
+        SelfSignedHttps { child, port }
+    }
+}
+
+impl Drop for SelfSignedHttps {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn https_checks_verify_certificates_unless_tls_skip_verify() {
+    let dir = TempDir::new("tls");
+    let https = SelfSignedHttps::start(&dir.0);
+    let a = Agent::dev();
+    let url = format!("https://127.0.0.1:{}/health", https.port);
+    register(
+        &a,
+        json!({"Name": "strict", "Port": https.port,
+               "Check": {"HTTP": url, "Interval": "1s", "Timeout": "2s"}}),
+    );
+    register(
+        &a,
+        json!({"Name": "lenient", "Port": https.port,
+               "Check": {"HTTP": url, "Interval": "1s", "Timeout": "2s", "TLSSkipVerify": true}}),
+    );
+    let ok = wait_status(&a, "service:lenient", "passing", Duration::from_secs(5));
+    assert!(
+        ok["Output"].as_str().unwrap_or("").contains("200 OK"),
+        "{ok}"
+    );
+    let strict = wait_for(Duration::from_secs(5), || {
+        check(&a, "service:strict").filter(|c| c["Output"].as_str().is_some_and(|o| !o.is_empty()))
+    })
+    .expect("the strict check ran");
+    assert_eq!(strict["Status"], "critical", "{strict}");
+    assert!(
+        strict["Output"].as_str().unwrap_or("").contains("TLS"),
+        "{strict}"
+    );
+}

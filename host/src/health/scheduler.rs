@@ -130,6 +130,7 @@ fn prepare(probe: &Probe, plugins: &Plugins) -> Prepared {
         port: probe.port,
         endpoint: def.endpoint.clone(),
         timeout,
+        tls_skip_verify: def.kind == "http" && def.tls_skip_verify,
     };
     match def.kind.as_str() {
         "http" => Prepared {

@@ -27,7 +27,7 @@ wasmtime::component::bindgen!({
     },
 });
 
-use muster::plugin::types::{CheckStatus as WitStatus, Target as WitTarget};
+use self::muster::plugin::types::{CheckStatus as WitStatus, Target as WitTarget};
 
 /// Longest output a check keeps, as the WIT promises.
 pub const OUTPUT_LIMIT: usize = 4096;
@@ -40,16 +40,16 @@ pub const GRACE: Duration = Duration::from_millis(500);
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
-    muster::plugin::log::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
-    muster::plugin::types::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    self::muster::plugin::log::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    self::muster::plugin::types::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     Ok(())
 }
 
-impl muster::plugin::types::Host for HostState {}
+impl self::muster::plugin::types::Host for HostState {}
 
-impl muster::plugin::log::Host for HostState {
-    async fn log(&mut self, level: muster::plugin::log::Level, message: String) {
-        use muster::plugin::log::Level;
+impl self::muster::plugin::log::Host for HostState {
+    async fn log(&mut self, level: self::muster::plugin::log::Level, message: String) {
+        use self::muster::plugin::log::Level;
         let level = match level {
             Level::Debug => tracing::Level::DEBUG,
             Level::Info => tracing::Level::INFO,
@@ -69,6 +69,8 @@ pub struct CheckTarget {
     pub port: u16,
     pub endpoint: String,
     pub timeout: Duration,
+    /// HTTPS without certificate verification (Consul's `TLSSkipVerify`).
+    pub tls_skip_verify: bool,
 }
 
 /// A check's outcome.
@@ -119,6 +121,7 @@ impl PluginRegistry {
             plugin.name.as_str().into(),
             Arc::new(allow),
             plugin.memory_bytes,
+            target.tls_skip_verify,
         );
         let refused = state.refused.clone();
         let stderr = state.stderr.clone();

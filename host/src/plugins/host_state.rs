@@ -50,7 +50,12 @@ impl HostState {
     /// A sandbox for one call of `plugin`: TCP only to `allow`, name
     /// lookups allowed (they reach the host's resolver, not the network
     /// the plugin names), nothing else.
-    pub fn new(plugin: Arc<str>, allow: Arc<AllowList>, memory_bytes: usize) -> HostState {
+    pub fn new(
+        plugin: Arc<str>,
+        allow: Arc<AllowList>,
+        memory_bytes: usize,
+        tls_skip_verify: bool,
+    ) -> HostState {
         let refused: Refused = Arc::default();
         let stderr = MemoryOutputPipe::new(STDERR_LIMIT);
         let mut wasi = WasiCtxBuilder::new();
@@ -79,6 +84,7 @@ impl HostState {
             egress: Egress {
                 allow,
                 refused: refused.clone(),
+                tls_skip_verify,
             },
             limits: StoreLimitsBuilder::new()
                 .memory_size(memory_bytes)
@@ -143,6 +149,8 @@ impl WasiHttpView for HostState {
 struct Egress {
     allow: Arc<AllowList>,
     refused: Refused,
+    /// The check asked for `TLSSkipVerify`.
+    tls_skip_verify: bool,
 }
 
 type IoFuture = Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>;
@@ -164,6 +172,7 @@ impl WasiHttpHooks for Egress {
         drop(fut);
         let allow = self.allow.clone();
         let refused = self.refused.clone();
+        let skip_verify = self.tls_skip_verify;
         Box::new(async move {
             use http_body_util::BodyExt;
             use wasmtime_wasi_http::Error;
@@ -189,6 +198,12 @@ impl WasiHttpHooks for Egress {
             if !addrs.iter().all(|a| allow.permits(*a)) {
                 note_refusal(&refused, format!("{host}:{port}"));
                 return Err(Error::HttpRequestDenied);
+            }
+            if https && skip_verify {
+                let timeout = options
+                    .and_then(|o| o.connect_timeout)
+                    .unwrap_or(std::time::Duration::from_secs(10));
+                return super::insecure_tls::send(request, &host, port, timeout).await;
             }
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
             Ok((

@@ -10,6 +10,7 @@ mod cache;
 pub mod grant;
 pub mod health_check;
 mod host_state;
+mod insecure_tls;
 mod registry;
 
 use std::sync::Arc;
