@@ -428,3 +428,32 @@ impl Drop for HttpTarget {
         self.stop();
     }
 }
+
+/// A server process the test started (redis-server, an HTTPS server, ...),
+/// up once its port accepts connections, killed on drop.
+pub struct ChildServer {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl ChildServer {
+    /// Spawns `cmd` and waits up to 5 s for 127.0.0.1:`port` to accept.
+    pub fn spawn(mut cmd: Command, port: u16, what: &str) -> ChildServer {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+        let server = ChildServer { child, port };
+        let up = wait_for(Duration::from_secs(5), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        assert!(up.is_some(), "{what} did not listen on {port}");
+        server
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use muster_tests::{fault_plugin, wait_for, Agent, AgentOptions, HttpTarget, TempDir};
+use muster_tests::{fault_plugin, wait_for, Agent, AgentOptions, ChildServer, HttpTarget, TempDir};
 use serde_json::{json, Value};
 
 /// A check of this agent, as `/v1/agent/checks` shows it.
@@ -367,41 +367,21 @@ fn componentize_py() -> String {
     std::env::var("COMPONENTIZE_PY").unwrap_or_else(|_| "componentize-py".into())
 }
 
-/// A redis-server on a free loopback port, killed on drop.
-struct Redis {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start(port: u16) -> Redis {
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (the test command installs it)");
-        let up = wait_for(Duration::from_secs(5), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        assert!(up.is_some(), "redis-server did not listen on {port}");
-        Redis { child, port }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A redis-server on a free loopback port (the test command installs it).
+fn start_redis(port: u16) -> ChildServer {
+    let mut cmd = std::process::Command::new("redis-server");
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ])
+    .stdout(std::process::Stdio::null());
+    ChildServer::spawn(cmd, port, "redis-server")
 }
 
 #[test]
@@ -435,7 +415,7 @@ fn python_check_example_builds_with_componentize_py_and_follows_redis() {
         .replace("\"redis_ping.wasm\"", &format!("\"{}\"", wasm.display()));
     let a = Agent::start(with_config(&toml, &dir.0));
     let port = muster_tests::free_port();
-    let mut redis = Some(Redis::start(port));
+    let mut redis = Some(start_redis(port));
     register(
         &a,
         json!({"Name": "redis", "Address": "127.0.0.1", "Port": port,
@@ -453,46 +433,40 @@ fn python_check_example_builds_with_componentize_py_and_follows_redis() {
             .contains("connection refused"),
         "{c}"
     );
-    redis = Some(Redis::start(port));
+    redis = Some(start_redis(port));
     wait_status(&a, "service:redis", "passing", Duration::from_secs(4));
     assert_eq!(redis.as_ref().map(|r| r.port), Some(port));
 }
 
 /// An HTTPS server with a fresh self-signed certificate (openssl +
-/// Python's ssl module), killed on drop.
-struct SelfSignedHttps {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl SelfSignedHttps {
-    fn start(dir: &Path) -> SelfSignedHttps {
-        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-        let made = std::process::Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=localhost",
-                "-keyout",
-            ])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .expect("openssl");
-        assert!(
-            made.status.success(),
-            "{}",
-            String::from_utf8_lossy(&made.stderr)
-        );
-        let port = muster_tests::free_port();
-        let server = r#"
+/// Python's ssl module).
+fn self_signed_https(dir: &Path) -> ChildServer {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let port = muster_tests::free_port();
+    let server = r#"
 import http.server, ssl, sys
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
@@ -503,31 +477,17 @@ ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(sys.argv[2], 
 srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
 srv.serve_forever()
 "#;
-        let child = std::process::Command::new("python3")
-            .args(["-c", server, &port.to_string()])
-            .arg(&cert)
-            .arg(&key)
-            .spawn()
-            .expect("python3");
-        let up = wait_for(Duration::from_secs(5), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        assert!(up.is_some(), "https server did not listen");
-        SelfSignedHttps { child, port }
-    }
-}
-
-impl Drop for SelfSignedHttps {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args(["-c", server, &port.to_string()])
+        .arg(&cert)
+        .arg(&key);
+    ChildServer::spawn(cmd, port, "the https server")
 }
 
 #[test]
 fn https_checks_verify_certificates_unless_tls_skip_verify() {
     let dir = TempDir::new("tls");
-    let https = SelfSignedHttps::start(&dir.0);
+    let https = self_signed_https(&dir.0);
     let a = Agent::dev();
     let url = format!("https://127.0.0.1:{}/health", https.port);
     register(

@@ -172,26 +172,8 @@ impl PluginRegistry {
                 output: truncate(result.output),
                 fault: None,
             },
-            Ok(Err(e)) => {
-                let what = describe_failure(&e, plugin, limit, &stderr.contents());
-                Verdict {
-                    status: CheckStatus::Critical,
-                    output: what.clone(),
-                    fault: Some(what),
-                }
-            }
-            Err(_) => {
-                let what = format!(
-                    "plugin {} timed out after {} and was stopped",
-                    plugin.name,
-                    crate::api::format_duration(limit)
-                );
-                Verdict {
-                    status: CheckStatus::Critical,
-                    output: what.clone(),
-                    fault: Some(what),
-                }
-            }
+            Ok(Err(e)) => Verdict::fault(describe_failure(&e, plugin, limit, &stderr.contents())),
+            Err(_) => Verdict::fault(timed_out(plugin, limit)),
         };
         if !refused.is_empty() {
             verdict.output = truncate(format!(
@@ -205,13 +187,31 @@ impl PluginRegistry {
     }
 }
 
+impl Verdict {
+    /// Critical because the plugin misbehaved; the output says how.
+    fn fault(what: String) -> Verdict {
+        Verdict {
+            status: CheckStatus::Critical,
+            output: what.clone(),
+            fault: Some(what),
+        }
+    }
+}
+
+/// A verdict for a call that never reached the plugin; counted as its fault.
 fn fault_verdict(plugin: &Plugin, what: String) -> Verdict {
     plugin.record_call(Some(&what));
-    Verdict {
-        status: CheckStatus::Critical,
-        output: what.clone(),
-        fault: Some(what),
-    }
+    Verdict::fault(what)
+}
+
+/// The one wording of a deadline, whichever mechanism noticed it (the
+/// epoch callback, an epoch interrupt, or the host-side timeout).
+fn timed_out(plugin: &Plugin, limit: Duration) -> String {
+    format!(
+        "plugin {} timed out after {} and was stopped",
+        plugin.name,
+        crate::api::format_duration(limit)
+    )
 }
 
 /// Says in one line what stopped a plugin.
@@ -223,10 +223,7 @@ fn describe_failure(
 ) -> String {
     let name = &plugin.name;
     if e.downcast_ref::<DeadlineExceeded>().is_some() {
-        return format!(
-            "plugin {name} timed out after {} and was stopped",
-            crate::api::format_duration(limit)
-        );
+        return timed_out(plugin, limit);
     }
     if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
         match trap {
@@ -236,12 +233,7 @@ fn describe_failure(
                     plugin.fuel()
                 )
             }
-            wasmtime::Trap::Interrupt => {
-                return format!(
-                    "plugin {name} timed out after {} and was stopped",
-                    crate::api::format_duration(limit)
-                )
-            }
+            wasmtime::Trap::Interrupt => return timed_out(plugin, limit),
             _ => {}
         }
     }
