@@ -23,7 +23,6 @@ pub use decode::{format_duration, parse_duration};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -66,7 +65,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(status::routes())
         .merge(muster::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "Not found: no such endpoint") })
-        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
@@ -228,21 +226,44 @@ impl Params {
 /// body is answered with a message that says what the limit is.
 pub struct RawBody(pub bytes::Bytes);
 
+/// How much of an oversized body is read and thrown away before the 413
+/// goes out. A client writes its whole body before it reads the answer;
+/// closing on unread data resets the connection, and the client would see
+/// a broken pipe instead of the 413 that explains it.
+const OVERSIZE_DRAIN: usize = MAX_BODY;
+
 impl<S: Send + Sync> axum::extract::FromRequest<S> for RawBody {
     type Rejection = ApiError;
 
-    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        match bytes::Bytes::from_request(req, state).await {
-            Ok(b) => Ok(RawBody(b)),
-            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
+    async fn from_request(
+        req: axum::extract::Request,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        use http_body_util::BodyExt;
+        let mut body = req.into_body();
+        let mut kept = bytes::BytesMut::new();
+        let mut seen: usize = 0;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                ApiError::bad_request(format!("Request body could not be read: {e}"))
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers
+            };
+            seen = seen.saturating_add(data.len());
+            if seen <= MAX_BODY {
+                kept.extend_from_slice(&data);
+            } else if seen > MAX_BODY + OVERSIZE_DRAIN {
+                break;
+            }
+        }
+        if seen > MAX_BODY {
+            return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("Request body too large: the limit is {MAX_BODY} bytes"),
-            )),
-            Err(e) => Err(ApiError::bad_request(format!(
-                "Request body could not be read: {}",
-                e.body_text()
-            ))),
+            ));
         }
+        Ok(RawBody(kept.freeze()))
     }
 }
 
