@@ -236,7 +236,10 @@ fn run_agent(a: AgentArgs) -> anyhow::Result<()> {
     };
     let config = Config::load(&flags)?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{},openraft=warn", config.log_level))
+        tracing_subscriber::EnvFilter::new(format!(
+            "{},openraft=warn,hickory_server=warn,hickory_net=warn,hickory_proto=warn",
+            config.log_level
+        ))
     });
     use std::io::IsTerminal;
     tracing_subscriber::fmt()

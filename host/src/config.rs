@@ -18,6 +18,38 @@ pub struct AddressesFile {
     pub server: Option<String>,
 }
 
+/// A TTL as written in `[dns]`: one duration for everything, or (as in
+/// Consul's `service_ttl`) a table of service name -> duration, where the
+/// key `"*"` is the fallback and `"web*"` matches by prefix.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum TtlFile {
+    All(String),
+    PerName(std::collections::BTreeMap<String, String>),
+}
+
+/// The `[dns]` section (Consul's `dns_config`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsFile {
+    /// The zone muster answers for (default `consul.`).
+    pub domain: Option<String>,
+    pub service_ttl: Option<TtlFile>,
+    pub node_ttl: Option<String>,
+    /// Leave out instances in warning too, not only critical ones.
+    pub only_passing: Option<bool>,
+    /// Answers per UDP response for service lookups (Consul's
+    /// `udp_answer_limit`, default 3); 0 means as many as fit.
+    pub max_udp_answers: Option<usize>,
+    /// Set TC when `max_udp_answers` left records out, so that clients
+    /// retry over TCP for the full set (Consul's `enable_truncate`).
+    pub enable_truncate: Option<bool>,
+    /// Any server may answer from its local copy of the catalog.
+    pub allow_stale: Option<bool>,
+    /// Node metadata as TXT records in node lookups and SRV additionals.
+    pub node_meta_txt: Option<bool>,
+}
+
 /// What a plugin block may use; read here, enforced by the plugin runtime.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,6 +97,7 @@ pub struct ConfigFile {
     /// or `~/.cache/muster/plugins` in `--dev`).
     pub plugin_cache_dir: Option<PathBuf>,
     pub addresses: Option<AddressesFile>,
+    pub dns: Option<DnsFile>,
     #[serde(default)]
     pub source: Vec<PluginBlock>,
     #[serde(default)]
@@ -102,6 +135,22 @@ impl ConfigFile {
                 mine.server = a.server;
             }
         }
+        if let Some(d) = other.dns {
+            let mine = self.dns.get_or_insert_with(Default::default);
+            macro_rules! take_dns {
+                ($($f:ident),*) => { $( if d.$f.is_some() { mine.$f = d.$f; } )* };
+            }
+            take_dns!(
+                domain,
+                service_ttl,
+                node_ttl,
+                only_passing,
+                max_udp_answers,
+                enable_truncate,
+                allow_stale,
+                node_meta_txt
+            );
+        }
         self.source.extend(other.source);
         self.exporter.extend(other.exporter);
         self.check_plugin.extend(other.check_plugin);
@@ -125,9 +174,133 @@ pub struct Config {
     pub http_addr: SocketAddr,
     pub dns_addr: SocketAddr,
     pub server_addr: SocketAddr,
+    pub dns: DnsSettings,
     pub sources: Vec<PluginBlock>,
     pub exporters: Vec<PluginBlock>,
     pub check_plugins: Vec<PluginBlock>,
+}
+
+/// A TTL rule resolved from [`TtlFile`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TtlRule {
+    /// Exact service names (lower-cased).
+    pub exact: std::collections::BTreeMap<String, u32>,
+    /// Name prefixes from `"web*"` keys, longest first.
+    pub prefixes: Vec<(String, u32)>,
+    /// The `"*"` key, or the single duration.
+    pub fallback: u32,
+}
+
+impl TtlRule {
+    /// The TTL, in seconds, for records of service `name` (lower-cased).
+    pub fn for_name(&self, name: &str) -> u32 {
+        if let Some(t) = self.exact.get(name) {
+            return *t;
+        }
+        self.prefixes
+            .iter()
+            .find(|(p, _)| name.starts_with(p.as_str()))
+            .map_or(self.fallback, |(_, t)| *t)
+    }
+}
+
+/// The resolved `[dns]` section; defaults are Consul's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsSettings {
+    /// Lower-case, with the trailing dot: `consul.`.
+    pub domain: String,
+    pub service_ttl: TtlRule,
+    pub node_ttl: u32,
+    pub only_passing: bool,
+    pub max_udp_answers: usize,
+    pub enable_truncate: bool,
+    pub allow_stale: bool,
+    pub node_meta_txt: bool,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        DnsSettings {
+            domain: "consul.".into(),
+            service_ttl: TtlRule::default(),
+            node_ttl: 0,
+            only_passing: false,
+            max_udp_answers: 3,
+            enable_truncate: false,
+            allow_stale: true,
+            node_meta_txt: true,
+        }
+    }
+}
+
+/// A TTL in whole seconds from a Go-style duration.
+fn ttl_seconds(field: &str, text: &str) -> anyhow::Result<u32> {
+    let d =
+        crate::api::decode::parse_duration(text).map_err(|e| anyhow::anyhow!("{field}: {e}"))?;
+    u32::try_from(d.as_secs())
+        .map_err(|_| anyhow::anyhow!("{field}: '{text}' is too long for a DNS TTL"))
+}
+
+impl DnsSettings {
+    fn resolve(file: Option<DnsFile>) -> anyhow::Result<DnsSettings> {
+        let d = file.unwrap_or_default();
+        let defaults = DnsSettings::default();
+        let domain = match d.domain {
+            None => defaults.domain,
+            Some(raw) => normalize_domain(&raw)?,
+        };
+        let service_ttl = match d.service_ttl {
+            None => TtlRule::default(),
+            Some(TtlFile::All(text)) => TtlRule {
+                fallback: ttl_seconds("dns.service_ttl", &text)?,
+                ..Default::default()
+            },
+            Some(TtlFile::PerName(map)) => {
+                let mut rule = TtlRule::default();
+                for (name, text) in map {
+                    let ttl = ttl_seconds(&format!("dns.service_ttl.\"{name}\""), &text)?;
+                    let name = name.to_lowercase();
+                    if name == "*" {
+                        rule.fallback = ttl;
+                    } else if let Some(prefix) = name.strip_suffix('*') {
+                        rule.prefixes.push((prefix.to_string(), ttl));
+                    } else {
+                        rule.exact.insert(name, ttl);
+                    }
+                }
+                rule.prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+                rule
+            }
+        };
+        Ok(DnsSettings {
+            domain,
+            service_ttl,
+            node_ttl: match d.node_ttl {
+                Some(t) => ttl_seconds("dns.node_ttl", &t)?,
+                None => defaults.node_ttl,
+            },
+            only_passing: d.only_passing.unwrap_or(defaults.only_passing),
+            max_udp_answers: d.max_udp_answers.unwrap_or(defaults.max_udp_answers),
+            enable_truncate: d.enable_truncate.unwrap_or(defaults.enable_truncate),
+            allow_stale: d.allow_stale.unwrap_or(defaults.allow_stale),
+            node_meta_txt: d.node_meta_txt.unwrap_or(defaults.node_meta_txt),
+        })
+    }
+}
+
+/// `Consul`, `consul` and `consul.` all mean the zone `consul.`.
+fn normalize_domain(raw: &str) -> anyhow::Result<String> {
+    let lower = raw.trim().trim_end_matches('.').to_lowercase();
+    let ok_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    if lower.is_empty() || lower.len() > 200 || !lower.split('.').all(ok_label) {
+        bail!("dns.domain '{raw}' is not a domain name (labels of letters, digits, '-' or '_', separated by dots)");
+    }
+    Ok(format!("{lower}."))
 }
 
 /// Command-line overrides, applied after every file.
@@ -234,6 +407,7 @@ impl Config {
             http_addr: parse_addr("addresses.http", &http)?,
             dns_addr: parse_addr("addresses.dns", &dns)?,
             server_addr: parse_addr("addresses.server", &server_addr)?,
+            dns: DnsSettings::resolve(merged.dns)?,
             sources: merged.source,
             exporters: merged.exporter,
             check_plugins: merged.check_plugin,

@@ -6,6 +6,7 @@ pub mod api;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod dns;
 pub mod health;
 pub mod node;
 pub mod plugins;

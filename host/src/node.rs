@@ -140,12 +140,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     for block in config.sources.iter().chain(&config.exporters) {
         tracing::warn!(name = %block.name, plugin = %block.plugin, "source and exporter plugins are not run by this build yet; ignoring the block");
     }
+    let dns = crate::dns::start(&config, &consensus).await?;
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding the HTTP API on {}", config.http_addr))?;
     tracing::info!(
         node = %config.node_name,
         http = %config.http_addr,
+        dns = %config.dns_addr,
         datacenter = %config.datacenter,
         mode = if config.dev { "dev (in memory)" } else { "server" },
         "muster agent running"
@@ -175,6 +177,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!("shutting down");
     };
     api::serve(listener, state, shutdown).await?;
+    dns.shutdown().await;
     consensus.shutdown().await;
     Ok(())
 }

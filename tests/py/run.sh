@@ -57,7 +57,7 @@ if [ -z "${MUSTER_HTTP_ADDR:-}" ]; then
   [ -x "$MUSTER_BIN" ] || die "muster binary not found at $MUSTER_BIN (set MUSTER_BIN, or MUSTER_HTTP_ADDR for a running agent)"
   export MUSTER_HTTP_ADDR=127.0.0.1:18510
   WORK="$(mktemp -d "${TMPDIR:-/tmp}/muster-pytest.XXXXXX")"
-  "$MUSTER_BIN" agent --dev --http-addr "$MUSTER_HTTP_ADDR" >"$WORK/muster.log" 2>&1 &
+  "$MUSTER_BIN" agent --dev --http-addr "$MUSTER_HTTP_ADDR" --dns-addr 127.0.0.1:18610 >"$WORK/muster.log" 2>&1 &
   MUSTER_PID=$!
   say "started muster --dev (pid $MUSTER_PID) on $MUSTER_HTTP_ADDR"
   ok=0

@@ -62,6 +62,8 @@ pub struct Agent {
     pub child: Child,
     pub http: String,
     pub server_addr: String,
+    /// DNS (UDP and TCP) address.
+    pub dns: std::net::SocketAddr,
     pub node: String,
     pub log: PathBuf,
     pub data_dir: Option<PathBuf>,
@@ -74,6 +76,7 @@ pub struct AgentOptions {
     pub node: Option<String>,
     pub http_port: Option<u16>,
     pub server_port: Option<u16>,
+    pub dns_port: Option<u16>,
     pub extra_args: Vec<String>,
 }
 
@@ -86,6 +89,7 @@ impl AgentOptions {
             node: Some("server-1".into()),
             http_port: Some(free_port()),
             server_port: Some(free_port()),
+            dns_port: Some(free_port()),
             ..Default::default()
         }
     }
@@ -113,6 +117,9 @@ impl Agent {
     pub fn spawn(opts: &AgentOptions) -> Agent {
         let http = format!("127.0.0.1:{}", opts.http_port.unwrap_or_else(free_port));
         let server_addr = format!("127.0.0.1:{}", opts.server_port.unwrap_or_else(free_port));
+        // Every test agent gets its own DNS port: 8600 is for people.
+        let dns =
+            std::net::SocketAddr::from(([127, 0, 0, 1], opts.dns_port.unwrap_or_else(free_port)));
         let node = opts
             .node
             .clone()
@@ -128,6 +135,8 @@ impl Agent {
             &http,
             "--server-addr",
             &server_addr,
+            "--dns-addr",
+            &dns.to_string(),
         ]);
         match &opts.data_dir {
             Some(d) => {
@@ -146,6 +155,7 @@ impl Agent {
             child,
             http,
             server_addr,
+            dns,
             node,
             log,
             data_dir: opts.data_dir.clone(),

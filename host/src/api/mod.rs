@@ -7,7 +7,7 @@
 
 mod agent;
 mod catalog;
-mod decode;
+pub(crate) mod decode;
 mod filter;
 mod health;
 mod kv;

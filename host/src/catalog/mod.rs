@@ -83,9 +83,16 @@ pub struct Catalog {
     indexes: TableIndexes,
     /// The last log index applied, for `X-Consul-Index` of whole-catalog reads.
     last_index: Index,
-    /// Service name -> instances; derived, rebuilt after a snapshot restore.
+    /// Lower-cased service name -> instances; derived, rebuilt after a
+    /// snapshot restore. Lower-cased because Consul looks services up
+    /// case-insensitively (HTTP and DNS alike).
     #[serde(skip)]
     by_name: BTreeMap<String, BTreeSet<Key>>,
+    /// (node, service ID) -> IDs of the checks on that instance, with
+    /// service ID "" for the node-level checks; derived like `by_name`.
+    /// Lets health and DNS reads touch only an instance's own checks.
+    #[serde(skip)]
+    checks_by_instance: BTreeMap<Key, BTreeSet<String>>,
 }
 
 impl Catalog {
@@ -94,9 +101,16 @@ impl Catalog {
         self.by_name.clear();
         for (key, svc) in &self.services {
             self.by_name
-                .entry(svc.name.clone())
+                .entry(svc.name.to_lowercase())
                 .or_default()
                 .insert(key.clone());
+        }
+        self.checks_by_instance.clear();
+        for check in self.checks.values() {
+            self.checks_by_instance
+                .entry((check.node.clone(), check.service_id.clone()))
+                .or_default()
+                .insert(check.id.clone());
         }
         self
     }
@@ -269,11 +283,15 @@ impl Catalog {
         // Checks carry their service's name and tags; keep them in step.
         let (name, tags) = (svc.name.clone(), svc.tags.clone());
         let mut checks_changed = false;
-        for check in self
-            .checks
-            .values_mut()
-            .filter(|c| c.node == node && c.service_id == svc.id)
-        {
+        let ids = self
+            .checks_by_instance
+            .get(&key)
+            .map(|ids| ids.iter().cloned().collect::<Vec<_>>())
+            .unwrap_or_default();
+        for id in ids {
+            let Some(check) = self.checks.get_mut(&(node.to_string(), id)) else {
+                continue;
+            };
             if check.service_name != name || check.service_tags != tags {
                 check.service_name = name.clone();
                 check.service_tags = tags.clone();
@@ -285,7 +303,7 @@ impl Catalog {
             self.indexes.checks = index;
         }
         self.by_name
-            .entry(svc.name.clone())
+            .entry(svc.name.to_lowercase())
             .or_default()
             .insert(key.clone());
         self.services.insert(key, svc);
@@ -294,10 +312,42 @@ impl Catalog {
 
     /// Drops an instance from the by-name lookup.
     fn unindex_service(&mut self, name: &str, key: &Key) {
-        if let Some(set) = self.by_name.get_mut(name) {
+        let name = name.to_lowercase();
+        if let Some(set) = self.by_name.get_mut(&name) {
             set.remove(key);
             if set.is_empty() {
-                self.by_name.remove(name);
+                self.by_name.remove(&name);
+            }
+        }
+    }
+
+    /// Files check `id` under its instance in `checks_by_instance`, moving
+    /// it if it belonged to another instance before.
+    fn index_check(
+        &mut self,
+        node: &str,
+        id: &str,
+        service_id: &str,
+        old_service_id: Option<&str>,
+    ) {
+        if old_service_id == Some(service_id) {
+            return;
+        }
+        if let Some(old) = old_service_id {
+            self.unindex_check(node, id, old);
+        }
+        self.checks_by_instance
+            .entry((node.to_string(), service_id.to_string()))
+            .or_default()
+            .insert(id.to_string());
+    }
+
+    fn unindex_check(&mut self, node: &str, id: &str, service_id: &str) {
+        let key = (node.to_string(), service_id.to_string());
+        if let Some(set) = self.checks_by_instance.get_mut(&key) {
+            set.remove(id);
+            if set.is_empty() {
+                self.checks_by_instance.remove(&key);
             }
         }
     }
@@ -326,11 +376,14 @@ impl Catalog {
             create_index: index,
             modify_index: index,
         };
-        if !restamp(&mut check, self.checks.get(&key), index) {
+        let old = self.checks.get(&key);
+        let old_service_id = old.map(|c| c.service_id.clone());
+        if !restamp(&mut check, old, index) {
             return;
         }
         let critical = check.status == CheckStatus::Critical;
         let id = check.id.clone();
+        self.index_check(node, &id, &check.service_id, old_service_id.as_deref());
         self.checks.insert(key, check);
         self.indexes.checks = index;
         if critical {
@@ -356,10 +409,10 @@ impl Catalog {
                     self.unindex_service(&svc.name, &key);
                     self.indexes.services = index;
                     let doomed: Vec<String> = self
-                        .node_checks(node)
-                        .filter(|c| c.service_id == sid)
-                        .map(|c| c.id.clone())
-                        .collect();
+                        .checks_by_instance
+                        .get(&key)
+                        .map(|ids| ids.iter().cloned().collect())
+                        .unwrap_or_default();
                     for id in doomed {
                         self.remove_check(index, now, node, &id);
                     }
@@ -372,11 +425,8 @@ impl Catalog {
     }
 
     fn remove_check(&mut self, index: Index, now: u64, node: &str, id: &str) {
-        if self
-            .checks
-            .remove(&(node.to_string(), id.to_string()))
-            .is_some()
-        {
+        if let Some(check) = self.checks.remove(&(node.to_string(), id.to_string())) {
+            self.unindex_check(node, id, &check.service_id);
             self.indexes.checks = index;
             self.invalidate_sessions_on_check(index, now, node, id);
         }
@@ -402,7 +452,9 @@ impl Catalog {
             .map(|c| (c.node.clone(), c.id.clone()))
             .collect();
         for key in checks {
-            self.checks.remove(&key);
+            if let Some(check) = self.checks.remove(&key) {
+                self.unindex_check(node, &check.id, &check.service_id);
+            }
             self.indexes.checks = index;
         }
         let sessions: Vec<String> = self

@@ -95,10 +95,10 @@ impl Catalog {
         out
     }
 
-    /// Instances of the service `name` carrying every tag in `tags`
-    /// (compared case-insensitively, as Consul does).
+    /// Instances of the service `name` carrying every tag in `tags` (name
+    /// and tags compared case-insensitively, as Consul does).
     pub fn instances<'a>(&'a self, name: &str, tags: &[String]) -> Vec<(&'a Node, &'a Service)> {
-        let Some(keys) = self.by_name.get(name) else {
+        let Some(keys) = self.by_name.get(&name.to_lowercase()) else {
             return Vec::new();
         };
         let wanted: Vec<String> = tags.iter().map(|t| t.to_lowercase()).collect();
@@ -131,12 +131,40 @@ impl Catalog {
             .map(|(node, service)| HealthEntry {
                 node,
                 service,
-                checks: self
-                    .node_checks(&node.name)
-                    .filter(|c| c.service_id.is_empty() || c.service_id == service.id)
-                    .collect(),
+                checks: self.instance_checks(&node.name, &service.id).collect(),
             })
             .collect()
+    }
+
+    /// The checks that decide an instance's health: the node's own checks,
+    /// then the instance's, each group in ID order.
+    pub fn instance_checks<'a>(
+        &'a self,
+        node: &'a str,
+        service_id: &'a str,
+    ) -> impl Iterator<Item = &'a Check> + 'a {
+        let ids = |sid: &str| {
+            self.checks_by_instance
+                .get(&(node.to_string(), sid.to_string()))
+                .into_iter()
+                .flatten()
+        };
+        ids("")
+            .chain(ids(service_id))
+            .filter_map(move |id| self.checks.get(&(node.to_string(), id.clone())))
+    }
+
+    /// The worst status among an instance's checks (passing if it has none).
+    pub fn instance_status(&self, node: &str, service_id: &str) -> CheckStatus {
+        self.instance_checks(node, service_id)
+            .map(|c| c.status)
+            .max()
+            .unwrap_or(CheckStatus::Passing)
+    }
+
+    /// The worst status among a node's own (node-level) checks.
+    pub fn node_status(&self, node: &str) -> CheckStatus {
+        self.instance_status(node, "")
     }
 
     /// The index for queries that join nodes, services and checks.
