@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use hickory_server::net::runtime::TokioTime;
-use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{Header, HeaderCounts, MessageType, OpCode, ResponseCode};
 use hickory_server::proto::rr::Record;
 use hickory_server::proto::serialize::binary::BinEncoder;
@@ -29,6 +28,7 @@ use hickory_server::Server;
 
 pub use answer::Zone;
 pub use handler::{DnsHandler, MAX_UDP_PAYLOAD};
+pub use hickory_server::net::xfer::Protocol;
 pub use name::Lookup;
 
 use crate::config::Config;

@@ -4,11 +4,10 @@
 
 use std::collections::BTreeSet;
 
-use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_server::proto::rr::{Name, RData, RecordType};
 
-use super::{fixture, handler_for, respond};
+use super::{fixture, handler_for, respond, Protocol};
 use crate::config::DnsSettings;
 
 fn ask(
@@ -334,5 +333,41 @@ fn apex_has_soa_and_ns() {
     let m = udp("consul.", RecordType::NS);
     assert!(
         matches!(&m.answers[0].data, RData::NS(ns) if ns.0.to_string() == "muster-1.node.dc1.consul.")
+    );
+}
+
+/// The fuzz target's checked-in corpus, replayed through the same path as
+/// `fuzz/fuzz_targets/dns_request.rs`: no input may panic, and every
+/// answer that comes back must decode.
+#[test]
+fn fuzz_corpus_replays_cleanly() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/dns_request");
+    let settings = DnsSettings {
+        max_udp_answers: 0,
+        ..Default::default()
+    };
+    let handler = handler_for(fixture::catalog(), settings).unwrap();
+    let mut inputs = 0;
+    let mut answered = 0;
+    for entry in std::fs::read_dir(&dir).expect("the corpus directory") {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        inputs += 1;
+        for protocol in [Protocol::Udp, Protocol::Tcp] {
+            if let Some(out) = futures::executor::block_on(respond(&handler, &bytes, protocol)) {
+                answered += 1;
+                let m = Message::from_vec(&out)
+                    .unwrap_or_else(|e| panic!("undecodable answer to {bytes:?}: {e}"));
+                assert_eq!(m.metadata.message_type, MessageType::Response);
+                if protocol == Protocol::Udp {
+                    let limit = m.edns.as_ref().map_or(512, |e| e.max_payload() as usize);
+                    assert!(out.len() <= limit.max(512), "{} bytes over UDP", out.len());
+                }
+            }
+        }
+    }
+    assert!(inputs >= 100, "the corpus has only {inputs} inputs");
+    assert!(
+        answered >= inputs,
+        "most inputs are answered ({answered} of {inputs})"
     );
 }
