@@ -576,4 +576,64 @@ mod tests {
             (1, 2, 3)
         );
     }
+
+    fn load_text(name: &str, text: &str) -> anyhow::Result<Config> {
+        let dir = std::env::temp_dir().join(format!("muster-cfg-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(&Flags {
+            dev: true,
+            config: vec![path],
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn dns_section_resolves_with_consul_defaults() {
+        let cfg = load_text("dns0", "").unwrap();
+        assert_eq!(cfg.dns, DnsSettings::default());
+        assert_eq!(cfg.dns.max_udp_answers, 3);
+        let cfg = load_text(
+            "dns1",
+            "[dns]\ndomain = \"Muster\"\nservice_ttl = { \"web\" = \"30s\", \"api*\" = \"10s\", \"a*\" = \"2s\", \"*\" = \"5s\" }\nnode_ttl = \"1m\"\nonly_passing = true\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.dns.domain, "muster.");
+        assert_eq!(cfg.dns.node_ttl, 60);
+        assert!(cfg.dns.only_passing);
+        let ttl = &cfg.dns.service_ttl;
+        assert_eq!(
+            (
+                ttl.for_name("web"),
+                ttl.for_name("api-v2"),
+                ttl.for_name("auth"),
+                ttl.for_name("db")
+            ),
+            (30, 10, 2, 5),
+            "exact, longest prefix, shorter prefix, fallback"
+        );
+        let cfg = load_text("dns2", "[dns]\nservice_ttl = \"15s\"\n").unwrap();
+        assert_eq!(cfg.dns.service_ttl.for_name("anything"), 15);
+    }
+
+    #[test]
+    fn bad_dns_settings_name_the_field() {
+        let err = load_text("dns3", "[dns]\nnode_ttl = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dns.node_ttl"), "{err}");
+        let err = load_text("dns4", "[dns]\nservice_ttl = { \"web\" = \"x\" }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dns.service_ttl.\"web\""), "{err}");
+        let err = load_text("dns5", "[dns]\ndomain = \"bad domain\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dns.domain"), "{err}");
+        let err = load_text("dns6", "[dns]\nmax_udp_answerz = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_udp_answerz"), "{err}");
+    }
 }

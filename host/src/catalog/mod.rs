@@ -6,6 +6,7 @@
 //! it changed, so a blocking query wakes only when its table moved.
 
 pub mod command;
+mod instance_checks;
 pub mod kv;
 #[cfg(test)]
 mod model_test;
@@ -88,11 +89,11 @@ pub struct Catalog {
     /// case-insensitively (HTTP and DNS alike).
     #[serde(skip)]
     by_name: BTreeMap<String, BTreeSet<Key>>,
-    /// (node, service ID) -> IDs of the checks on that instance, with
-    /// service ID "" for the node-level checks; derived like `by_name`.
-    /// Lets health and DNS reads touch only an instance's own checks.
+    /// Each instance's checks and their statuses (node-level checks under
+    /// service ID ""); derived like `by_name`. Lets health and DNS reads
+    /// touch only an instance's own checks.
     #[serde(skip)]
-    checks_by_instance: BTreeMap<Key, BTreeSet<String>>,
+    checks_by_instance: instance_checks::InstanceChecks,
 }
 
 impl Catalog {
@@ -106,11 +107,9 @@ impl Catalog {
                 .insert(key.clone());
         }
         self.checks_by_instance.clear();
-        for check in self.checks.values() {
+        for c in self.checks.values() {
             self.checks_by_instance
-                .entry((check.node.clone(), check.service_id.clone()))
-                .or_default()
-                .insert(check.id.clone());
+                .insert(&c.node, &c.service_id, &c.id, c.status);
         }
         self
     }
@@ -283,11 +282,11 @@ impl Catalog {
         // Checks carry their service's name and tags; keep them in step.
         let (name, tags) = (svc.name.clone(), svc.tags.clone());
         let mut checks_changed = false;
-        let ids = self
+        let ids: Vec<String> = self
             .checks_by_instance
-            .get(&key)
-            .map(|ids| ids.iter().cloned().collect::<Vec<_>>())
-            .unwrap_or_default();
+            .ids(node, &svc.id)
+            .map(str::to_string)
+            .collect();
         for id in ids {
             let Some(check) = self.checks.get_mut(&(node.to_string(), id)) else {
                 continue;
@@ -317,37 +316,6 @@ impl Catalog {
             set.remove(key);
             if set.is_empty() {
                 self.by_name.remove(&name);
-            }
-        }
-    }
-
-    /// Files check `id` under its instance in `checks_by_instance`, moving
-    /// it if it belonged to another instance before.
-    fn index_check(
-        &mut self,
-        node: &str,
-        id: &str,
-        service_id: &str,
-        old_service_id: Option<&str>,
-    ) {
-        if old_service_id == Some(service_id) {
-            return;
-        }
-        if let Some(old) = old_service_id {
-            self.unindex_check(node, id, old);
-        }
-        self.checks_by_instance
-            .entry((node.to_string(), service_id.to_string()))
-            .or_default()
-            .insert(id.to_string());
-    }
-
-    fn unindex_check(&mut self, node: &str, id: &str, service_id: &str) {
-        let key = (node.to_string(), service_id.to_string());
-        if let Some(set) = self.checks_by_instance.get_mut(&key) {
-            set.remove(id);
-            if set.is_empty() {
-                self.checks_by_instance.remove(&key);
             }
         }
     }
@@ -383,7 +351,12 @@ impl Catalog {
         }
         let critical = check.status == CheckStatus::Critical;
         let id = check.id.clone();
-        self.index_check(node, &id, &check.service_id, old_service_id.as_deref());
+        // A re-registered check may have moved to another instance.
+        if let Some(old) = old_service_id {
+            self.checks_by_instance.remove(node, &old, &id);
+        }
+        self.checks_by_instance
+            .insert(node, &check.service_id, &id, check.status);
         self.checks.insert(key, check);
         self.indexes.checks = index;
         if critical {
@@ -410,9 +383,9 @@ impl Catalog {
                     self.indexes.services = index;
                     let doomed: Vec<String> = self
                         .checks_by_instance
-                        .get(&key)
-                        .map(|ids| ids.iter().cloned().collect())
-                        .unwrap_or_default();
+                        .ids(node, &sid)
+                        .map(str::to_string)
+                        .collect();
                     for id in doomed {
                         self.remove_check(index, now, node, &id);
                     }
@@ -426,7 +399,7 @@ impl Catalog {
 
     fn remove_check(&mut self, index: Index, now: u64, node: &str, id: &str) {
         if let Some(check) = self.checks.remove(&(node.to_string(), id.to_string())) {
-            self.unindex_check(node, id, &check.service_id);
+            self.checks_by_instance.remove(node, &check.service_id, id);
             self.indexes.checks = index;
             self.invalidate_sessions_on_check(index, now, node, id);
         }
@@ -453,7 +426,8 @@ impl Catalog {
             .collect();
         for key in checks {
             if let Some(check) = self.checks.remove(&key) {
-                self.unindex_check(node, &check.id, &check.service_id);
+                self.checks_by_instance
+                    .remove(node, &check.service_id, &check.id);
             }
             self.indexes.checks = index;
         }
@@ -486,6 +460,8 @@ impl Catalog {
         check.status = status;
         check.output = output;
         check.modify_index = index;
+        self.checks_by_instance
+            .insert(node, &check.service_id, id, status);
         self.indexes.checks = index;
         if status == CheckStatus::Critical {
             self.invalidate_sessions_on_check(index, now, node, id);

@@ -143,28 +143,37 @@ impl Catalog {
         node: &'a str,
         service_id: &'a str,
     ) -> impl Iterator<Item = &'a Check> + 'a {
-        let ids = |sid: &str| {
-            self.checks_by_instance
-                .get(&(node.to_string(), sid.to_string()))
-                .into_iter()
-                .flatten()
-        };
-        ids("")
-            .chain(ids(service_id))
-            .filter_map(move |id| self.checks.get(&(node.to_string(), id.clone())))
+        self.checks_by_instance
+            .ids(node, "")
+            .chain(self.checks_by_instance.ids(node, service_id))
+            .filter_map(move |id| self.checks.get(&(node.to_string(), id.to_string())))
     }
 
-    /// The worst status among an instance's checks (passing if it has none).
+    /// The worst status among an instance's checks and its node's
+    /// (passing if none); allocation-free.
     pub fn instance_status(&self, node: &str, service_id: &str) -> CheckStatus {
-        self.instance_checks(node, service_id)
-            .map(|c| c.status)
-            .max()
-            .unwrap_or(CheckStatus::Passing)
+        self.checks_by_instance.status(node, service_id)
     }
 
-    /// The worst status among a node's own (node-level) checks.
-    pub fn node_status(&self, node: &str) -> CheckStatus {
-        self.instance_status(node, "")
+    /// Every instance of service `name` in random order, resolved only as
+    /// the caller takes them: DNS picks a few healthy instances out of
+    /// thousands without looking at the rest.
+    pub fn shuffled_instances<'a, R: rand::Rng>(
+        &'a self,
+        name: &str,
+        rng: &mut R,
+    ) -> impl Iterator<Item = (&'a Node, &'a Service)> + 'a {
+        use rand::seq::SliceRandom;
+        let mut keys: Vec<&'a (String, String)> = self
+            .by_name
+            .get(&name.to_lowercase())
+            .into_iter()
+            .flatten()
+            .collect();
+        keys.shuffle(rng);
+        keys.into_iter()
+            .filter_map(|k| self.services.get(k))
+            .filter_map(|s| self.nodes.get(&s.node).map(|n| (n, s)))
     }
 
     /// The index for queries that join nodes, services and checks.

@@ -8,7 +8,6 @@ use std::net::IpAddr;
 use hickory_server::proto::op::{LowerQuery, ResponseCode};
 use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, NS, SOA, SRV, TXT};
 use hickory_server::proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
-use rand::seq::SliceRandom;
 
 use super::name::{self, Lookup};
 use crate::catalog::types::{CheckStatus, Node, Service};
@@ -194,34 +193,44 @@ impl Zone {
         tag: Option<&str>,
         udp: bool,
     ) -> Answer {
-        let tags: Vec<String> = tag.map(str::to_string).into_iter().collect();
-        let mut healthy: Vec<Candidate> = catalog
-            .instances(name, &tags)
-            .into_iter()
-            .filter_map(|(node, service)| {
-                let status = catalog.instance_status(&node.name, &service.id);
-                let shown = match status {
-                    CheckStatus::Passing => true,
-                    CheckStatus::Warning => !self.settings.only_passing,
-                    CheckStatus::Critical => false,
-                };
-                shown.then_some(Candidate {
-                    node,
-                    service,
-                    status,
-                })
-            })
-            .collect();
+        // Over UDP only `max_udp_answers` instances are sent: walk the
+        // instances in random order and stop once that many are healthy,
+        // so a service of thousands costs a shuffle, not thousands of
+        // health evaluations.
+        let limit = match self.settings.max_udp_answers {
+            n if udp && n > 0 => n,
+            _ => usize::MAX,
+        };
+        let mut a = Answer::empty(ResponseCode::NoError);
+        let mut healthy: Vec<Candidate> = Vec::new();
+        for (node, service) in catalog.shuffled_instances(name, &mut rand::thread_rng()) {
+            if let Some(tag) = tag {
+                if !service.tags.iter().any(|t| t.eq_ignore_ascii_case(tag)) {
+                    continue;
+                }
+            }
+            let status = catalog.instance_status(&node.name, &service.id);
+            let shown = match status {
+                CheckStatus::Passing => true,
+                CheckStatus::Warning => !self.settings.only_passing,
+                CheckStatus::Critical => false,
+            };
+            if !shown {
+                continue;
+            }
+            if healthy.len() == limit {
+                a.trimmed = true;
+                break;
+            }
+            healthy.push(Candidate {
+                node,
+                service,
+                status,
+            });
+        }
         // No healthy instance: the name does not exist, as in Consul.
         if healthy.is_empty() {
             return Answer::empty(ResponseCode::NXDomain);
-        }
-        healthy.shuffle(&mut rand::thread_rng());
-        let mut a = Answer::empty(ResponseCode::NoError);
-        let limit = self.settings.max_udp_answers;
-        if udp && limit > 0 && healthy.len() > limit {
-            healthy.truncate(limit);
-            a.trimmed = true;
         }
         let ttl = self.settings.service_ttl.for_name(&name.to_lowercase());
         match qtype {
