@@ -21,7 +21,7 @@ use anyhow::Context;
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::proto::op::{Header, HeaderCounts, MessageType, OpCode, ResponseCode};
 use hickory_server::proto::rr::Record;
-use hickory_server::proto::serialize::binary::BinEncoder;
+use hickory_server::proto::serialize::binary::{BinEncodable, BinEncoder};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 use hickory_server::Server;
@@ -151,25 +151,32 @@ impl ResponseHandler for Capture {
             (Protocol::Udp, None) => 512,
             _ => u16::MAX,
         };
+        let id = response.metadata().id;
         let mut buf = Vec::with_capacity(512);
         let mut encoder = BinEncoder::new(&mut buf);
         encoder.set_max_size(max);
         let info = match response.destructive_emit(&mut encoder) {
             Ok(info) => info,
             Err(e) => {
-                // hickory turns an encoding error into SERVFAIL; so do we,
-                // but a test should see it.
-                tracing::warn!(error = %e, "encoding a DNS response failed");
+                // hickory sends a bare SERVFAIL header when a response
+                // cannot be encoded; so do we.
+                tracing::debug!(error = %e, "encoding a DNS response failed");
                 let mut metadata = hickory_server::proto::op::Metadata::new(
-                    0,
+                    id,
                     MessageType::Response,
                     OpCode::Query,
                 );
                 metadata.response_code = ResponseCode::ServFail;
-                ResponseInfo::from(Header {
+                let header = Header {
                     metadata,
                     counts: HeaderCounts::default(),
-                })
+                };
+                buf.clear();
+                let mut encoder = BinEncoder::new(&mut buf);
+                header
+                    .emit(&mut encoder)
+                    .map_err(hickory_server::net::NetError::from)?;
+                ResponseInfo::from(header)
             }
         };
         if let Ok(mut out) = self.out.lock() {
