@@ -114,9 +114,10 @@ knot:   $k"
 done
 
 # --- load ------------------------------------------------------------------
-run() {  # label port queries-file
-  local out="$WORK/results/$1.txt"
-  dnsperf -s 127.0.0.1 -p "$2" -d "$3" -l "$DURATION" -c "$CLIENTS" -q "$OUTSTANDING" -v >"$out" 2>&1 || true
+run() {  # label port queries-file [max-qps]
+  local out="$WORK/results/${1// /-}.txt" limit=()
+  [ -n "${4:-}" ] && limit=(-Q "$4")
+  dnsperf -s 127.0.0.1 -p "$2" -d "$3" -l "$DURATION" -c "$CLIENTS" -q "$OUTSTANDING" "${limit[@]}" -v >"$out" 2>&1 || true
   python3 "$HERE/summarize.py" "$1" "$out"
 }
 
@@ -128,5 +129,9 @@ run() {  # label port queries-file
     run "$w muster" "$MUSTER_DNS_PORT" "$WORK/queries-$w.txt"
     run "$w knot" "$KNOT_PORT" "$WORK/queries-$w.txt"
   done
+  # Latency without queueing: the big service at a fixed 10,000 QPS.
+  say "workload big at 10,000 QPS: muster, then Knot"
+  run "big@10k muster" "$MUSTER_DNS_PORT" "$WORK/queries-big.txt" 10000
+  run "big@10k knot" "$KNOT_PORT" "$WORK/queries-big.txt" 10000
 } | tee "$WORK/results/table.md"
 python3 "$HERE/summarize.py" --ratios "$WORK/results/table.md"

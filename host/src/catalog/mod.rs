@@ -13,7 +13,7 @@ mod model_test;
 mod query;
 pub mod types;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -68,6 +68,30 @@ fn restamp<T: Versioned>(new: &mut T, old: Option<&T>, index: Index) -> bool {
     true
 }
 
+/// A sorted set of instance keys in a Vec: ordered iteration like a
+/// BTreeSet, plus indexing, so DNS can sample a few instances at random
+/// out of thousands without collecting them.
+#[derive(Debug, Clone, Default)]
+pub struct SortedKeys(Vec<Key>);
+
+impl SortedKeys {
+    fn insert(&mut self, key: Key) {
+        if let Err(at) = self.0.binary_search(&key) {
+            self.0.insert(at, key);
+        }
+    }
+
+    fn remove(&mut self, key: &Key) {
+        if let Ok(at) = self.0.binary_search(key) {
+            self.0.remove(at);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// The whole replicated state.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Catalog {
@@ -88,7 +112,7 @@ pub struct Catalog {
     /// snapshot restore. Lower-cased because Consul looks services up
     /// case-insensitively (HTTP and DNS alike).
     #[serde(skip)]
-    by_name: BTreeMap<String, BTreeSet<Key>>,
+    by_name: BTreeMap<String, SortedKeys>,
     /// Each instance's checks and their statuses (node-level checks under
     /// service ID ""); derived like `by_name`. Lets health and DNS reads
     /// touch only an instance's own checks.

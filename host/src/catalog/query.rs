@@ -102,7 +102,8 @@ impl Catalog {
             return Vec::new();
         };
         let wanted: Vec<String> = tags.iter().map(|t| t.to_lowercase()).collect();
-        keys.iter()
+        keys.0
+            .iter()
             .filter_map(|k| self.services.get(k))
             .filter(|s| {
                 wanted
@@ -155,23 +156,33 @@ impl Catalog {
         self.checks_by_instance.status(node, service_id)
     }
 
-    /// Every instance of service `name` in random order, resolved only as
+    /// Every instance of service `name` in a random order, resolved only as
     /// the caller takes them: DNS picks a few healthy instances out of
-    /// thousands without looking at the rest.
+    /// thousands without looking at the rest. The order is a random start
+    /// and a random stride coprime with the count, so every instance is
+    /// visited once and each is equally likely to come first.
     pub fn shuffled_instances<'a, R: rand::Rng>(
         &'a self,
         name: &str,
         rng: &mut R,
     ) -> impl Iterator<Item = (&'a Node, &'a Service)> + 'a {
-        use rand::seq::SliceRandom;
-        let mut keys: Vec<&'a (String, String)> = self
+        let keys: &'a [(String, String)] = self
             .by_name
             .get(&name.to_lowercase())
-            .into_iter()
-            .flatten()
-            .collect();
-        keys.shuffle(rng);
-        keys.into_iter()
+            .map_or(&[], |k| k.0.as_slice());
+        let n = keys.len();
+        let (start, stride) = match n {
+            0 | 1 => (0, 1),
+            _ => {
+                let mut stride = rng.gen_range(1..n);
+                while gcd(stride, n) != 1 {
+                    stride = rng.gen_range(1..n);
+                }
+                (rng.gen_range(0..n), stride)
+            }
+        };
+        (0..n)
+            .map(move |i| &keys[(start + i * stride) % n])
             .filter_map(|k| self.services.get(k))
             .filter_map(|s| self.nodes.get(&s.node).map(|n| (n, s)))
     }
@@ -191,4 +202,11 @@ impl Catalog {
     pub fn session(&self, id: &str) -> Option<&Session> {
         self.sessions.get(id)
     }
+}
+
+fn gcd(mut a: usize, mut b: usize) -> usize {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }

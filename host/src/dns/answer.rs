@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use hickory_server::proto::op::{LowerQuery, ResponseCode};
+use hickory_server::proto::rr::domain::Label;
 use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, NS, SOA, SRV, TXT};
 use hickory_server::proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 
@@ -48,6 +49,11 @@ pub struct Zone {
     domain_labels: Vec<Vec<u8>>,
     mname: Name,
     rname: Name,
+    /// `node.DC.DOMAIN` and `addr.DC.DOMAIN`: SRV targets are built by
+    /// prepending raw labels to these, which is much cheaper than parsing
+    /// a formatted string per record.
+    node_suffix: Name,
+    addr_suffix: Name,
 }
 
 /// An instance that may be answered, with what its records need.
@@ -67,7 +73,12 @@ impl Zone {
         let domain_labels = domain.iter().map(|l| l.to_ascii_lowercase()).collect();
         let mname = Name::from_ascii(format!("ns.{}", settings.domain))?;
         let rname = Name::from_ascii(format!("hostmaster.{}", settings.domain))?;
+        let dc = datacenter.to_lowercase();
+        let node_suffix = Name::from_ascii(format!("node.{dc}.{}", settings.domain))?;
+        let addr_suffix = Name::from_ascii(format!("addr.{dc}.{}", settings.domain))?;
         Ok(Zone {
+            node_suffix,
+            addr_suffix,
             settings,
             datacenter: datacenter.to_lowercase(),
             node_name: node_name.to_string(),
@@ -85,8 +96,7 @@ impl Zone {
     /// Parses a query name against this zone.
     pub fn lookup(&self, qname: &LowerName) -> Lookup {
         let labels: Vec<&[u8]> = qname.iter().collect();
-        let domain: Vec<&[u8]> = self.domain_labels.iter().map(Vec::as_slice).collect();
-        name::parse(&labels, &domain, &self.datacenter)
+        name::parse(&labels, &self.domain_labels, &self.datacenter)
     }
 
     /// Answers `query` from `catalog`. `udp` applies `max_udp_answers`.
@@ -137,12 +147,9 @@ impl Zone {
         Record::from_rdata(self.domain.clone(), 0, RData::SOA(soa))
     }
 
+    /// `NODE.node.DC.DOMAIN` (a node name with dots spans labels).
     fn node_name(&self, node: &str) -> Option<Name> {
-        Name::from_utf8(format!(
-            "{node}.node.{}.{}",
-            self.datacenter, self.settings.domain
-        ))
-        .ok()
+        prefixed(node.split('.').map(str::as_bytes), &self.node_suffix)
     }
 
     fn apex(&self, catalog: &Catalog, owner: &Name, qtype: RecordType) -> Answer {
@@ -273,13 +280,10 @@ impl Zone {
         let on_node = c.service.address.is_empty() || c.service.address == c.node.address;
         let target = match addr.parse::<IpAddr>() {
             _ if on_node => self.node_name(&c.node.name),
-            Ok(ip) => Name::from_ascii(format!(
-                "{}.addr.{}.{}",
-                name::encode_addr(ip),
-                self.datacenter,
-                self.settings.domain
-            ))
-            .ok(),
+            Ok(ip) => prefixed(
+                std::iter::once(name::encode_addr(ip).as_bytes()),
+                &self.addr_suffix,
+            ),
             Err(_) => Name::from_utf8(addr).ok().map(|mut n| {
                 n.set_fqdn(true);
                 n
@@ -311,6 +315,15 @@ impl Zone {
             a.additionals.extend(meta_txt(&target, c.node, ttl));
         }
     }
+}
+
+/// `labels` followed by `suffix`, or None if a label is empty or too long.
+fn prefixed<'a>(labels: impl Iterator<Item = &'a [u8]>, suffix: &'a Name) -> Option<Name> {
+    let labels: Option<Vec<Label>> = labels
+        .chain(suffix.iter())
+        .map(|l| Label::from_raw_bytes(l).ok())
+        .collect();
+    Name::from_labels(labels?).ok()
 }
 
 /// Node names are matched case-insensitively, as DNS names are.

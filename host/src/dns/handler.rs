@@ -7,8 +7,7 @@ use std::sync::{Arc, RwLock};
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
-use hickory_server::proto::rr::Record;
-use hickory_server::proto::serialize::binary::{BinEncodable, BinEncoder};
+use hickory_server::proto::rr::{Name, RData, Record};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
@@ -20,8 +19,9 @@ use crate::raft::{Applied, Consensus};
 pub const MAX_UDP_PAYLOAD: u16 = 4096;
 
 /// Answers DNS requests from the local copy of the catalog.
+#[derive(Clone)]
 pub struct DnsHandler {
-    zone: Zone,
+    zone: Arc<Zone>,
     state: Arc<RwLock<Applied>>,
     /// When `allow_stale = false`, only the Raft leader answers.
     leader_only: Option<Consensus>,
@@ -31,7 +31,7 @@ impl DnsHandler {
     pub fn new(zone: Zone, state: Arc<RwLock<Applied>>, consensus: Option<Consensus>) -> Self {
         let leader_only = consensus.filter(|_| !zone.settings().allow_stale);
         DnsHandler {
-            zone,
+            zone: Arc::new(zone),
             state,
             leader_only,
         }
@@ -91,14 +91,26 @@ fn fit_additionals(answer: &mut Answer, request: &Request) {
     answer.additionals.truncate(keep);
 }
 
-/// A record's size without name compression: an upper bound.
+/// A record's size without name compression: an upper bound, computed
+/// without encoding (this runs for every UDP answer with glue).
 fn encoded_len(record: &Record) -> usize {
-    let mut buf = Vec::with_capacity(64);
-    let mut encoder = BinEncoder::new(&mut buf);
-    match record.emit(&mut encoder) {
-        Ok(()) => buf.len(),
-        Err(_) => usize::MAX / 4,
-    }
+    let rdata = match &record.data {
+        RData::A(_) => 4,
+        RData::AAAA(_) => 16,
+        RData::SRV(srv) => 6 + name_len(&srv.target),
+        RData::CNAME(n) => name_len(&n.0),
+        RData::NS(n) => name_len(&n.0),
+        RData::TXT(txt) => txt.txt_data.iter().map(|t| t.len() + 1).sum(),
+        RData::SOA(soa) => name_len(&soa.mname) + name_len(&soa.rname) + 20,
+        // Nothing else is answered; count it as a whole UDP message.
+        _ => 512,
+    };
+    name_len(&record.name) + 10 + rdata
+}
+
+/// A name's wire length: each label with its length byte, plus the root.
+fn name_len(name: &Name) -> usize {
+    name.iter().map(|l| l.len() + 1).sum::<usize>() + 1
 }
 
 /// What the client can take over UDP: 512 without EDNS (RFC 1035), else

@@ -28,11 +28,15 @@ const KINDS: [&[u8]; 4] = [b"service", b"node", b"addr", b"query"];
 
 /// Parses `labels` (lower-cased, most specific first, root excluded)
 /// against `domain` (lower-cased labels) and the local `datacenter`.
-pub fn parse(labels: &[&[u8]], domain: &[&[u8]], datacenter: &str) -> Lookup {
+pub fn parse<D: AsRef<[u8]>>(labels: &[&[u8]], domain: &[D], datacenter: &str) -> Lookup {
     let Some(split) = labels.len().checked_sub(domain.len()) else {
         return Lookup::Outside;
     };
-    if labels[split..] != *domain {
+    if !labels[split..]
+        .iter()
+        .zip(domain)
+        .all(|(l, d)| *l == d.as_ref())
+    {
         return Lookup::Outside;
     }
     let rest = &labels[..split];
