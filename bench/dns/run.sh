@@ -30,29 +30,19 @@ MUSTER_DNS_PORT=18620
 MUSTER_SERVER=127.0.0.1:18320
 KNOT_PORT=18653
 
-say() { printf '[dns] %s\n' "$*" >&2; }
-die() { say "ERROR: $*"; exit 1; }
+BENCH=dns
+# shellcheck source=../lib.sh
+. "$HERE/../lib.sh"
 
 # --- dependencies (fresh Debian bookworm) --------------------------------
-need_pkgs=()
-command -v dnsperf >/dev/null 2>&1 || need_pkgs+=(dnsperf)
-command -v knotd >/dev/null 2>&1 || need_pkgs+=(knot)
-command -v dig >/dev/null 2>&1 || need_pkgs+=(dnsutils)
-command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
-if [ "${#need_pkgs[@]}" -gt 0 ]; then
-  say "installing ${need_pkgs[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
-fi
+need dnsperf dnsperf
+need knotd knot
+need dig dnsutils
+install_needed
 [ -x "$MUSTER_BIN" ] || die "muster binary not found at $MUSTER_BIN (set MUSTER_BIN or build with cargo build --release)"
 say "$(knotd --version | head -n1); $(dnsperf -h 2>&1 | grep -m1 Version || true)"
 
-for port in 18520 18620 18320 18653; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    die "127.0.0.1:$port is already in use"
-  fi
-done
+ports_free 18520 18620 18320 18653
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/muster-dnsbench.XXXXXX")"
 mkdir -p "$WORK/knot/run" "$WORK/knot/db" "$WORK/knot/zones" "$WORK/results"

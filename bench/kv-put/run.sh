@@ -24,28 +24,19 @@ ETCD_PEER=127.0.0.1:23800
 MUSTER_HTTP=127.0.0.1:18500
 MUSTER_SERVER=127.0.0.1:18300
 
-say() { printf '[kv-put] %s\n' "$*" >&2; }
-die() { say "ERROR: $*"; exit 1; }
+BENCH=kv-put
+# shellcheck source=../lib.sh
+. "$HERE/../lib.sh"
 
 # --- dependencies (fresh Debian bookworm) --------------------------------
-need_pkgs=()
-command -v etcd >/dev/null 2>&1 || need_pkgs+=(etcd-server)
-command -v wrk >/dev/null 2>&1 || need_pkgs+=(wrk)
-command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
-if [ "${#need_pkgs[@]}" -gt 0 ]; then
-  say "installing ${need_pkgs[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
-fi
+need etcd etcd-server
+need wrk wrk
+need curl curl
+install_needed
 ! has_target muster || [ -x "$MUSTER_BIN" ] || die "muster binary not found at $MUSTER_BIN (set MUSTER_BIN or build with cargo build --release)"
 say "etcd: $(etcd --version 2>/dev/null | head -n1); wrk: $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2)"
 
-for port in 23790 23800 18500 18300; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    die "127.0.0.1:$port is already in use"
-  fi
-done
+ports_free 23790 23800 18500 18300
 
 # --- processes and cleanup -----------------------------------------------
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/muster-kvput.XXXXXX")"

@@ -109,10 +109,11 @@ pub struct ConfigFile {
 impl ConfigFile {
     /// Later layers win key by key; plugin blocks accumulate.
     fn merge(&mut self, other: ConfigFile) {
+        // `take!(dst, src; fields)`: each field set in `src` replaces `dst`'s.
         macro_rules! take {
-            ($($f:ident),*) => { $( if other.$f.is_some() { self.$f = other.$f; } )* };
+            ($dst:expr, $src:expr; $($f:ident),*) => { $( if $src.$f.is_some() { $dst.$f = $src.$f; } )* };
         }
-        take!(
+        take!(self, other;
             node_name,
             datacenter,
             data_dir,
@@ -125,22 +126,11 @@ impl ConfigFile {
         );
         if let Some(a) = other.addresses {
             let mine = self.addresses.get_or_insert_with(Default::default);
-            if a.http.is_some() {
-                mine.http = a.http;
-            }
-            if a.dns.is_some() {
-                mine.dns = a.dns;
-            }
-            if a.server.is_some() {
-                mine.server = a.server;
-            }
+            take!(mine, a; http, dns, server);
         }
         if let Some(d) = other.dns {
             let mine = self.dns.get_or_insert_with(Default::default);
-            macro_rules! take_dns {
-                ($($f:ident),*) => { $( if d.$f.is_some() { mine.$f = d.$f; } )* };
-            }
-            take_dns!(
+            take!(mine, d;
                 domain,
                 service_ttl,
                 node_ttl,

@@ -101,15 +101,10 @@ impl Catalog {
         let Some(keys) = self.by_name.get(&name.to_lowercase()) else {
             return Vec::new();
         };
-        let wanted: Vec<String> = tags.iter().map(|t| t.to_lowercase()).collect();
         keys.0
             .iter()
             .filter_map(|k| self.services.get(k))
-            .filter(|s| {
-                wanted
-                    .iter()
-                    .all(|w| s.tags.iter().any(|t| t.to_lowercase() == *w))
-            })
+            .filter(|s| tags.iter().all(|t| s.has_tag(t)))
             .filter_map(|s| self.nodes.get(&s.node).map(|n| (n, s)))
             .collect()
     }
@@ -125,7 +120,7 @@ impl Catalog {
             })
     }
 
-    /// Instances with their health, for `/v1/health/service` and DNS.
+    /// Instances with their health, for `/v1/health/service`.
     pub fn health_entries<'a>(&'a self, name: &str, tags: &[String]) -> Vec<HealthEntry<'a>> {
         self.instances(name, tags)
             .into_iter()

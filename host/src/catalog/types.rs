@@ -81,6 +81,17 @@ pub struct Service {
     pub modify_index: Index,
 }
 
+impl Service {
+    /// Whether the instance carries `tag`, compared case-insensitively as
+    /// Consul does (HTTP `?tag=` and DNS tag lookups alike).
+    pub fn has_tag(&self, tag: &str) -> bool {
+        fn folded(s: &str) -> impl Iterator<Item = char> + '_ {
+            s.chars().flat_map(char::to_lowercase)
+        }
+        self.tags.iter().any(|t| folded(t).eq(folded(tag)))
+    }
+}
+
 /// The states a check can be in, ordered from best to worst so that the
 /// aggregate of several checks is simply the maximum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

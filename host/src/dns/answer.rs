@@ -211,10 +211,8 @@ impl Zone {
         let mut a = Answer::empty(ResponseCode::NoError);
         let mut healthy: Vec<Candidate> = Vec::new();
         for (node, service) in catalog.shuffled_instances(name, &mut rand::thread_rng()) {
-            if let Some(tag) = tag {
-                if !service.tags.iter().any(|t| t.eq_ignore_ascii_case(tag)) {
-                    continue;
-                }
+            if tag.is_some_and(|t| !service.has_tag(t)) {
+                continue;
             }
             let status = catalog.instance_status(&node.name, &service.id);
             let shown = match status {
@@ -277,14 +275,15 @@ impl Zone {
         glued: &mut HashSet<Name>,
     ) {
         let addr = instance_address(c);
+        let ip = addr.parse::<IpAddr>().ok();
         let on_node = c.service.address.is_empty() || c.service.address == c.node.address;
-        let target = match addr.parse::<IpAddr>() {
+        let target = match ip {
             _ if on_node => self.node_name(&c.node.name),
-            Ok(ip) => prefixed(
+            Some(ip) => prefixed(
                 std::iter::once(name::encode_addr(ip).as_bytes()),
                 &self.addr_suffix,
             ),
-            Err(_) => Name::from_utf8(addr).ok().map(|mut n| {
+            None => Name::from_utf8(addr).ok().map(|mut n| {
                 n.set_fqdn(true);
                 n
             }),
@@ -307,7 +306,7 @@ impl Zone {
         if !glued.insert(target.clone()) {
             return;
         }
-        if let Ok(ip) = addr.parse::<IpAddr>() {
+        if let Some(ip) = ip {
             a.additionals
                 .extend(address_record(&target, ip, ttl, RecordType::ANY));
         }
