@@ -13,6 +13,8 @@ use std::process::Command;
 const BUILTINS: &[(&str, &str)] = &[
     ("http-check", "http_check.wasm"),
     ("tcp-check", "tcp_check.wasm"),
+    ("docker-source", "docker_source.wasm"),
+    ("file-source", "file_source.wasm"),
 ];
 
 fn main() {

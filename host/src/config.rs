@@ -96,6 +96,9 @@ pub struct ConfigFile {
     /// Where compiled plugins are cached (default: `data_dir/plugin-cache`,
     /// or `~/.cache/muster/plugins` in `--dev`).
     pub plugin_cache_dir: Option<PathBuf>,
+    /// The Docker engine that sources with `grant.docker` see (default:
+    /// `$DOCKER_HOST`, else `unix:///var/run/docker.sock`).
+    pub docker_host: Option<String>,
     pub addresses: Option<AddressesFile>,
     pub dns: Option<DnsFile>,
     #[serde(default)]
@@ -122,7 +125,8 @@ impl ConfigFile {
             retry_join,
             log_level,
             raft_snapshot_threshold,
-            plugin_cache_dir
+            plugin_cache_dir,
+            docker_host
         );
         if let Some(a) = other.addresses {
             let mine = self.addresses.get_or_insert_with(Default::default);
@@ -161,6 +165,7 @@ pub struct Config {
     pub log_level: String,
     pub raft_snapshot_threshold: u64,
     pub plugin_cache_dir: Option<PathBuf>,
+    pub docker_host: String,
     pub http_addr: SocketAddr,
     pub dns_addr: SocketAddr,
     pub server_addr: SocketAddr,
@@ -394,6 +399,10 @@ impl Config {
             log_level: merged.log_level.unwrap_or_else(|| "info".into()),
             raft_snapshot_threshold: merged.raft_snapshot_threshold.unwrap_or(16_384),
             plugin_cache_dir: merged.plugin_cache_dir,
+            docker_host: merged
+                .docker_host
+                .or_else(|| std::env::var("DOCKER_HOST").ok())
+                .unwrap_or_else(|| "unix:///var/run/docker.sock".into()),
             http_addr: parse_addr("addresses.http", &http)?,
             dns_addr: parse_addr("addresses.dns", &dns)?,
             server_addr: parse_addr("addresses.server", &server_addr)?,

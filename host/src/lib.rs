@@ -11,4 +11,5 @@ pub mod health;
 pub mod node;
 pub mod plugins;
 pub mod raft;
+pub mod sources;
 pub mod watch;

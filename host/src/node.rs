@@ -137,8 +137,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         plugins.clone(),
     );
     agent.start().await?;
-    for block in config.sources.iter().chain(&config.exporters) {
-        tracing::warn!(name = %block.name, plugin = %block.plugin, "source and exporter plugins are not run by this build yet; ignoring the block");
+    let sources = crate::sources::Sources::start(&config, agent.clone(), plugins.clone()).await?;
+    for block in &config.exporters {
+        tracing::warn!(name = %block.name, plugin = %block.plugin, "exporter plugins are not run by this build yet; ignoring the block");
     }
     let dns = crate::dns::start(&config, &consensus).await?;
     let listener = tokio::net::TcpListener::bind(config.http_addr)
@@ -157,6 +158,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         consensus: consensus.clone(),
         agent: agent.clone(),
         plugins,
+        sources,
         renders: Default::default(),
     });
     let leave = agent.clone();

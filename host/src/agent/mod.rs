@@ -139,6 +139,13 @@ impl Agent {
         Ok(())
     }
 
+    /// The applied catalog, for reading.
+    pub fn catalog(
+        &self,
+    ) -> Result<std::sync::RwLockReadGuard<'_, crate::raft::Applied>, ApiError> {
+        crate::api::catalog_read(&self.consensus)
+    }
+
     /// Proposes a command; a rejection becomes an error with Consul's text.
     pub async fn write(&self, cmd: Command) -> Result<Response, ApiError> {
         let (_, r) = self.consensus.write(cmd).await?;

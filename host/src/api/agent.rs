@@ -175,10 +175,35 @@ pub struct CheckDef {
 }
 
 impl CheckDef {
+    /// A check that a source plugin asked for, so that it is validated
+    /// exactly as one sent to `/v1/agent/service/register`. `kind` is
+    /// "http", "tcp", "ttl", or a check plugin's name.
+    pub(crate) fn from_source(
+        kind: &str,
+        endpoint: String,
+        timings: SourceTimings,
+        status: Option<CheckStatus>,
+    ) -> CheckDef {
+        let mut def = CheckDef {
+            interval: GoDuration(timings.interval),
+            timeout: GoDuration(timings.timeout),
+            deregister_after: GoDuration(timings.deregister_after),
+            status: status.map(|s| s.as_str().to_string()).unwrap_or_default(),
+            ..CheckDef::default()
+        };
+        match kind {
+            "http" => def.http = Some(endpoint),
+            "tcp" => def.tcp = Some(endpoint),
+            "ttl" => def.ttl = GoDuration(timings.ttl),
+            plugin => def.wasm = Some(plugin.to_string()),
+        }
+        def
+    }
+
     /// Validates and turns the definition into a catalog check. `field`
     /// is how the error names it ("Check", "Checks[1]"); `plugins` tells
     /// which `Wasm` names exist.
-    fn into_spec(
+    pub(crate) fn into_spec(
         self,
         field: &str,
         default_id: String,
@@ -344,6 +369,15 @@ impl CheckDef {
             definition,
         })
     }
+}
+
+/// The durations of a check from a source plugin.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SourceTimings {
+    pub interval: std::time::Duration,
+    pub timeout: std::time::Duration,
+    pub ttl: std::time::Duration,
+    pub deregister_after: std::time::Duration,
 }
 
 #[derive(Deserialize)]

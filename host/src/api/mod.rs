@@ -5,7 +5,7 @@
 //! are plain-text bodies with Consul's status codes and wording, so that
 //! Consul client libraries recognise them.
 
-mod agent;
+pub(crate) mod agent;
 mod catalog;
 pub(crate) mod decode;
 mod filter;
@@ -41,6 +41,7 @@ pub struct AppState {
     pub consensus: Consensus,
     pub agent: Arc<Agent>,
     pub plugins: crate::plugins::Plugins,
+    pub sources: crate::sources::Sources,
     pub renders: Renders,
 }
 

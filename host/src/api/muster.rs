@@ -1,5 +1,5 @@
-//! `/v1/muster/...`: what muster adds to Consul's API — the loaded plugins
-//! and the check scheduler's counters.
+//! `/v1/muster/...`: what muster adds to Consul's API — the loaded plugins,
+//! the check scheduler's counters and the sources.
 
 use std::sync::Arc;
 
@@ -14,6 +14,7 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/muster/plugins", get(plugins))
         .route("/v1/muster/checks", get(checks))
+        .route("/v1/muster/sources", get(sources))
 }
 
 /// Every loaded plugin: name, world, source, content hash, load time,
@@ -25,4 +26,10 @@ async fn plugins(state: State) -> Response {
 /// The scheduler's counters (runs, faults, writes, start lateness).
 async fn checks(state: State) -> Response {
     json(state.agent.probes.stats.to_json(state.agent.probes.len()))
+}
+
+/// Every source: its plugin, counters, current problems (files or
+/// containers it could not read) and, for Docker, the connection.
+async fn sources(state: State) -> Response {
+    json(json!(state.sources.list()))
 }

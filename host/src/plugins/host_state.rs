@@ -44,6 +44,8 @@ pub struct HostState {
     log_lines: u32,
     pub refused: Refused,
     pub stderr: MemoryOutputPipe,
+    /// What a source's `docker` import answers from (sources only).
+    pub docker: Option<Arc<super::source::DockerView>>,
 }
 
 impl HostState {
@@ -76,6 +78,59 @@ impl HostState {
             }
             Box::pin(async move { ok })
         });
+        HostState::build(
+            plugin,
+            wasi,
+            allow,
+            refused,
+            stderr,
+            memory_bytes,
+            tls_skip_verify,
+        )
+    }
+
+    /// A sandbox for one call of a source: the `read` directories
+    /// preopened read-only under their own paths, no network at all, and
+    /// the node's view of Docker when granted.
+    pub fn for_source(
+        plugin: Arc<str>,
+        memory_bytes: usize,
+        read: &[std::path::PathBuf],
+        docker: Option<Arc<super::source::DockerView>>,
+    ) -> anyhow::Result<HostState> {
+        let stderr = MemoryOutputPipe::new(STDERR_LIMIT);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .stderr(stderr.clone());
+        for dir in read {
+            let guest = dir.to_string_lossy();
+            wasi.preopened_dir(dir, guest.as_ref(), wasmtime_wasi::FsPerms::ReadOnly)
+                .map_err(|e| anyhow::anyhow!("grant.read {}: {e}", dir.display()))?;
+        }
+        let mut state = HostState::build(
+            plugin,
+            wasi,
+            Arc::new(AllowList::default()),
+            Refused::default(),
+            stderr,
+            memory_bytes,
+            false,
+        );
+        state.docker = docker;
+        Ok(state)
+    }
+
+    fn build(
+        plugin: Arc<str>,
+        mut wasi: WasiCtxBuilder,
+        allow: Arc<AllowList>,
+        refused: Refused,
+        stderr: MemoryOutputPipe,
+        memory_bytes: usize,
+        tls_skip_verify: bool,
+    ) -> HostState {
         HostState {
             plugin,
             wasi: wasi.build(),
@@ -93,6 +148,7 @@ impl HostState {
             log_lines: 0,
             refused,
             stderr,
+            docker: None,
         }
     }
 

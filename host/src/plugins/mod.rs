@@ -7,17 +7,19 @@
 //! which is dropped, so the next call starts clean.
 
 mod cache;
+mod call;
 pub mod grant;
 pub mod health_check;
 mod host_state;
 mod insecure_tls;
 mod registry;
+pub mod source;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use grant::{AllowList, GrantError};
-pub use registry::{Plugin, PluginInfo, PluginRegistry, World};
+pub use registry::{toml_to_json, Plugin, PluginInfo, PluginRegistry, World};
 
 /// Default memory cap of one plugin instance.
 pub const DEFAULT_MEMORY_MB: u64 = 128;
@@ -40,6 +42,16 @@ pub const BUILTINS: &[(&str, World, &[u8])] = &[
         "tcp-check",
         World::HealthCheck,
         include_bytes!(concat!(env!("OUT_DIR"), "/tcp_check.wasm")),
+    ),
+    (
+        "docker-source",
+        World::Source,
+        include_bytes!(concat!(env!("OUT_DIR"), "/docker_source.wasm")),
+    ),
+    (
+        "file-source",
+        World::Source,
+        include_bytes!(concat!(env!("OUT_DIR"), "/file_source.wasm")),
     ),
 ];
 

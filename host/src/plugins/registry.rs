@@ -16,6 +16,7 @@ use super::cache::CompileCache;
 use super::grant::check_imports;
 use super::health_check::HealthCheckPre;
 use super::host_state::HostState;
+use super::source::SourcePre;
 use super::{PluginError, BUILTINS, DEFAULT_MEMORY_MB, MAX_CONCURRENT_CALLS};
 use crate::config::PluginBlock;
 
@@ -42,6 +43,7 @@ impl World {
 /// A linked component, ready to instantiate, per world.
 pub(crate) enum Linked {
     HealthCheck(HealthCheckPre<HostState>),
+    Source(SourcePre<HostState>),
 }
 
 /// One loaded plugin.
@@ -145,6 +147,7 @@ pub struct PluginRegistry {
     pub(crate) engine: Engine,
     cache: CompileCache,
     health_linker: Linker<HostState>,
+    source_linker: Linker<HostState>,
     plugins: RwLock<BTreeMap<String, Arc<Plugin>>>,
     /// One permit per pooled instance slot.
     pub(crate) slots: tokio::sync::Semaphore,
@@ -159,19 +162,27 @@ impl PluginRegistry {
         let engine = super::engine(fuel)?;
         let mut health_linker = Linker::<HostState>::new(&engine);
         super::health_check::add_to_linker(&mut health_linker)?;
+        let mut source_linker = Linker::<HostState>::new(&engine);
+        super::source::add_to_linker(&mut source_linker)?;
         Ok(Arc::new(PluginRegistry {
             cache: CompileCache::new(&engine, cache_dir),
             engine,
             health_linker,
+            source_linker,
             plugins: RwLock::new(BTreeMap::new()),
             slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_CALLS),
             fuel,
         }))
     }
 
-    /// Loads every built-in under its own name.
+    /// Loads every built-in health check under its own name (HTTP and TCP
+    /// checks run through them). Built-in sources and exporters need a
+    /// grant, so they load only from a TOML block that names them.
     pub fn load_builtins(&self) -> Result<(), PluginError> {
         for (name, world, _) in BUILTINS {
+            if *world != World::HealthCheck {
+                continue;
+            }
             let block = PluginBlock {
                 name: name.to_string(),
                 plugin: format!("builtin:{name}"),
@@ -259,7 +270,14 @@ impl PluginRegistry {
                     .map_err(link_err)?;
                 Linked::HealthCheck(HealthCheckPre::new(pre).map_err(link_err)?)
             }
-            World::Source | World::Exporter => {
+            World::Source => {
+                let pre = self
+                    .source_linker
+                    .instantiate_pre(&compiled.component)
+                    .map_err(link_err)?;
+                Linked::Source(SourcePre::new(pre).map_err(link_err)?)
+            }
+            World::Exporter => {
                 return Err(PluginError::Link {
                     name,
                     detail: format!(

@@ -1,0 +1,361 @@
+//! The node's view of Docker, for sources granted `docker = true`: every
+//! container as `docker inspect` describes it, kept current from the
+//! engine's event stream. Each container event updates the view and wakes
+//! the sources; when the stream breaks or dockerd restarts, the watcher
+//! reconnects with backoff and lists everything again, so nothing that
+//! happened meanwhile is missed (Registrator exits instead).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bollard::models::{ContainerInspectResponse, PortMap};
+use bollard::query_parameters::{EventsOptions, ListContainersOptions};
+use bollard::Docker;
+use futures::StreamExt;
+use tokio::sync::Notify;
+
+use crate::plugins::source::{Container, DockerView, Pair, Port};
+
+/// Container events that can change what a source registers. Others
+/// (exec_*, attach, health_status, ...) are ignored.
+const RELEVANT: &[&str] = &[
+    "create", "start", "restart", "die", "stop", "kill", "oom", "pause", "unpause", "destroy",
+    "rename", "update",
+];
+
+/// Longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What the watcher shows about itself in `/v1/muster/sources`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DockerStatus {
+    pub endpoint: String,
+    pub connected: bool,
+    pub containers: usize,
+    pub events: u64,
+    pub reconnects: u64,
+    pub last_error: Option<String>,
+}
+
+/// The shared view and the watcher's counters.
+pub struct DockerWatch {
+    view: RwLock<Arc<DockerView>>,
+    status: RwLock<DockerStatus>,
+}
+
+impl DockerWatch {
+    /// Starts watching `endpoint`; `changed` is notified after every update.
+    pub fn spawn(endpoint: String, changed: Arc<Notify>) -> Arc<DockerWatch> {
+        let watch = Arc::new(DockerWatch {
+            view: RwLock::new(Arc::new(DockerView {
+                host_name: String::new(),
+                containers: Err(format!("not connected to Docker at {endpoint} yet")),
+            })),
+            status: RwLock::new(DockerStatus {
+                endpoint: endpoint.clone(),
+                ..Default::default()
+            }),
+        });
+        let me = watch.clone();
+        tokio::spawn(async move { me.run(endpoint, changed).await });
+        watch
+    }
+
+    /// The view a reconcile runs against.
+    pub fn view(&self) -> Arc<DockerView> {
+        self.view
+            .read()
+            .map(|v| v.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    pub fn status(&self) -> DockerStatus {
+        self.status.read().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn update_status(&self, f: impl FnOnce(&mut DockerStatus)) {
+        if let Ok(mut s) = self.status.write() {
+            f(&mut s);
+        }
+    }
+
+    fn publish(&self, host_name: &str, containers: &BTreeMap<String, Container>) {
+        let view = Arc::new(DockerView {
+            host_name: host_name.to_string(),
+            containers: Ok(containers.values().cloned().collect()),
+        });
+        if let Ok(mut v) = self.view.write() {
+            *v = view;
+        }
+        self.update_status(|s| s.containers = containers.len());
+    }
+
+    async fn run(self: Arc<Self>, endpoint: String, changed: Arc<Notify>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let error = match self.session(&endpoint, &changed, &mut backoff).await {
+                Ok(()) => "the event stream ended".to_string(),
+                Err(e) => format!("{e:#}"),
+            };
+            tracing::warn!(endpoint = %endpoint, error = %error, retry_in_ms = backoff.as_millis() as u64, "Docker connection lost; reconnecting");
+            // Keep the last view: a reconcile during the outage would
+            // otherwise see no containers and remove every service. The
+            // error is recorded for the operator, not served to plugins.
+            self.update_status(|s| {
+                s.connected = false;
+                s.last_error = Some(error);
+                s.reconnects += 1;
+            });
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// One connection: list everything, then follow events until the
+    /// stream breaks.
+    async fn session(
+        &self,
+        endpoint: &str,
+        changed: &Notify,
+        backoff: &mut Duration,
+    ) -> anyhow::Result<()> {
+        let docker = connect(endpoint)?.negotiate_version().await?;
+        let host_name = docker.info().await?.name.unwrap_or_default();
+        // Events are asked for from a second before the listing, so a
+        // change between the two is replayed rather than lost.
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs().saturating_sub(1))
+            .unwrap_or(0);
+        let mut events = docker.events(Some(EventsOptions {
+            since: Some(since.to_string()),
+            until: None,
+            filters: Some(HashMap::from([(
+                "type".to_string(),
+                vec!["container".to_string()],
+            )])),
+        }));
+        let summaries = docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                ..Default::default()
+            }))
+            .await?;
+        let mut containers = BTreeMap::new();
+        let ids: Vec<String> = summaries.into_iter().filter_map(|c| c.id).collect();
+        let mut inspected = futures::stream::iter(ids)
+            .map(|id| {
+                let docker = &docker;
+                async move { (id.clone(), docker.inspect_container(&id, None).await) }
+            })
+            .buffer_unordered(16);
+        while let Some((id, result)) = inspected.next().await {
+            match result {
+                Ok(c) => {
+                    containers.insert(id, to_container(c));
+                }
+                // Removed between the listing and the inspect.
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        drop(inspected);
+        self.publish(&host_name, &containers);
+        self.update_status(|s| {
+            s.connected = true;
+            s.last_error = None;
+        });
+        *backoff = Duration::from_millis(100);
+        tracing::info!(endpoint, host = %host_name, containers = containers.len(), "watching Docker");
+        changed.notify_one();
+        while let Some(event) = events.next().await {
+            let event = event?;
+            let action = event.action.unwrap_or_default();
+            // "exec_start: sh" and the like carry a detail after a colon.
+            let verb = action.split(':').next().unwrap_or_default();
+            if !RELEVANT.contains(&verb) {
+                continue;
+            }
+            let Some(id) = event.actor.and_then(|a| a.id) else {
+                continue;
+            };
+            self.update_status(|s| s.events += 1);
+            if verb == "destroy" {
+                containers.remove(&id);
+            } else {
+                match docker.inspect_container(&id, None).await {
+                    Ok(c) => {
+                        containers.insert(id, to_container(c));
+                    }
+                    Err(e) if is_not_found(&e) => {
+                        containers.remove(&id);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            self.publish(&host_name, &containers);
+            changed.notify_one();
+        }
+        Ok(())
+    }
+}
+
+fn connect(endpoint: &str) -> anyhow::Result<Docker> {
+    let timeout = 30;
+    let docker = if let Some(path) = endpoint.strip_prefix("unix://") {
+        Docker::connect_with_unix(path, timeout, bollard::API_DEFAULT_VERSION)?
+    } else if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
+        Docker::connect_with_http(endpoint, timeout, bollard::API_DEFAULT_VERSION)?
+    } else if endpoint.starts_with('/') {
+        Docker::connect_with_unix(endpoint, timeout, bollard::API_DEFAULT_VERSION)?
+    } else {
+        anyhow::bail!(
+            "docker_host \"{endpoint}\": write unix:///path/to/docker.sock or tcp://HOST:PORT"
+        );
+    };
+    Ok(docker)
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// Reduces `docker inspect` to the WIT `container`.
+fn to_container(c: ContainerInspectResponse) -> Container {
+    let config = c.config.unwrap_or_default();
+    let state = c.state.unwrap_or_default();
+    let network = c.network_settings.unwrap_or_default();
+    let ip = network
+        .networks
+        .as_ref()
+        .and_then(|n| {
+            // The default bridge first, as `docker inspect`'s IPAddress.
+            n.get("bridge")
+                .or_else(|| n.values().next())
+                .and_then(|e| e.ip_address.clone())
+        })
+        .unwrap_or_default();
+    // A stopped container has no live port map: its bindings come from
+    // the host config, so `deregister = "on-success"` can keep a failed
+    // container's services with their ports.
+    let mut ports = ports_of(network.ports.as_ref());
+    if ports.is_empty() {
+        ports = ports_of(
+            c.host_config
+                .as_ref()
+                .and_then(|h| h.port_bindings.as_ref()),
+        );
+        for exposed in config.exposed_ports.iter().flatten() {
+            let (private, protocol) = split_port(exposed);
+            if !ports
+                .iter()
+                .any(|p| p.private_port == private && p.protocol == protocol)
+                && private != 0
+            {
+                ports.push(Port {
+                    private_port: private,
+                    public_port: 0,
+                    protocol,
+                    host_ip: String::new(),
+                });
+            }
+        }
+    }
+    Container {
+        id: c.id.unwrap_or_default(),
+        name: c
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
+        image: config.image.unwrap_or_default(),
+        hostname: config.hostname.unwrap_or_default(),
+        ip,
+        running: state.running.unwrap_or(false),
+        paused: state.paused.unwrap_or(false),
+        exit_code: state
+            .exit_code
+            .unwrap_or(0)
+            .clamp(i32::MIN as i64, i32::MAX as i64) as i32,
+        env: config
+            .env
+            .unwrap_or_default()
+            .into_iter()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) => Pair {
+                    key: k.to_string(),
+                    value: v.to_string(),
+                },
+                None => Pair {
+                    key: kv,
+                    value: String::new(),
+                },
+            })
+            .collect(),
+        labels: config
+            .labels
+            .unwrap_or_default()
+            .into_iter()
+            .collect::<BTreeMap<_, _>>()
+            .into_iter()
+            .map(|(key, value)| Pair { key, value })
+            .collect(),
+        ports,
+    }
+}
+
+/// "80/tcp" → (80, "tcp"); a missing protocol is TCP.
+fn split_port(spec: &str) -> (u16, String) {
+    let (port, protocol) = spec.split_once('/').unwrap_or((spec, "tcp"));
+    (port.parse().unwrap_or(0), protocol.to_string())
+}
+
+/// One `Port` per binding (IPv4 and IPv6 bindings are separate entries),
+/// or one unpublished entry for an exposed port without bindings; sorted
+/// so that a reconcile sees the same order every time.
+fn ports_of(map: Option<&PortMap>) -> Vec<Port> {
+    let mut ports = Vec::new();
+    for (spec, bindings) in map.into_iter().flatten() {
+        let (private_port, protocol) = split_port(spec);
+        if private_port == 0 {
+            continue;
+        }
+        let bindings = bindings.as_deref().unwrap_or_default();
+        if bindings.is_empty() {
+            ports.push(Port {
+                private_port,
+                public_port: 0,
+                protocol: protocol.clone(),
+                host_ip: String::new(),
+            });
+        }
+        for b in bindings {
+            ports.push(Port {
+                private_port,
+                public_port: b
+                    .host_port
+                    .as_deref()
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0),
+                protocol: protocol.clone(),
+                host_ip: b.host_ip.clone().unwrap_or_default(),
+            });
+        }
+    }
+    ports.sort_by(|a, b| {
+        (a.private_port, &a.protocol, a.host_ip.contains(':')).cmp(&(
+            b.private_port,
+            &b.protocol,
+            b.host_ip.contains(':'),
+        ))
+    });
+    ports
+}
