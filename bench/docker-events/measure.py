@@ -29,6 +29,7 @@ class Events(threading.Thread):
     def __init__(self):
         super().__init__(daemon=True)
         self.times = {}
+        self.lags = []
         self.lock = threading.Lock()
         self.proc = subprocess.Popen(
             ["docker", "events", "--format", "{{json .}}",
@@ -45,6 +46,7 @@ class Events(threading.Thread):
             name = ev.get("Actor", {}).get("Attributes", {}).get("name", "")
             with self.lock:
                 self.times[(name, ev.get("Action") or ev.get("status"))] = ev["timeNano"] / 1e9
+                self.lags.append(time.time() - ev["timeNano"] / 1e9)
 
     def when(self, name, action, timeout=30):
         end = time.time() + timeout
@@ -96,6 +98,21 @@ def docker_many(args_list):
                 raise SystemExit(f"docker failed: {r.stderr}")
 
 
+def while_polling(sock, port, names, want_records, commands):
+    """Runs the docker commands while polling DNS for the names, so that a
+    container that changed early in a burst is timed from its own event,
+    not from the end of the burst."""
+    result = {}
+    poller = threading.Thread(
+        target=lambda: result.update(wait_answers(sock, port, names, want_records, deadline=60)))
+    poller.start()
+    docker_many(commands)
+    poller.join()
+    if len(result) != len(names):
+        raise SystemExit("the DNS poller gave up")
+    return result
+
+
 def sources(http):
     with urllib.request.urlopen(f"http://{http}/v1/muster/sources") as r:
         return json.load(r)[0]
@@ -117,18 +134,22 @@ def main():
     up, down = [], []
     for first in range(0, a.containers, a.burst):
         names = [f"ev-{i}" for i in range(first, min(first + a.burst, a.containers))]
-        docker_many([["run", "-d", "--label", "muster-bench=1", "--name", n, "-e", f"SERVICE_NAME={n}",
-                      "-p", "127.0.0.1::80", a.image] for n in names])
-        answered = wait_answers(sock, a.dns_port, names, True)
+        answered = while_polling(sock, a.dns_port, names, True, [
+            ["run", "-d", "--label", "muster-bench=1", "--name", n, "-e", f"SERVICE_NAME={n}",
+             "-p", "127.0.0.1::80", a.image] for n in names])
         up += [answered[n] - events.when(n, "start") for n in names]
-        docker_many([["kill", n] for n in names])
-        gone = wait_answers(sock, a.dns_port, names, False)
+        gone = while_polling(sock, a.dns_port, names, False, [["kill", n] for n in names])
         down += [gone[n] - events.when(n, "die") for n in names]
         docker_many([["rm", n] for n in names])
     print(f"start -> answered over DNS: n={len(up)} p50={pct(up, 50)*1000:.0f} ms "
           f"p99={pct(up, 99)*1000:.0f} ms max={max(up)*1000:.0f} ms")
     print(f"die   -> NXDOMAIN:          n={len(down)} p50={pct(down, 50)*1000:.0f} ms "
           f"p99={pct(down, 99)*1000:.0f} ms max={max(down)*1000:.0f} ms")
+
+    with events.lock:
+        lags = list(events.lags)
+    print(f"(for scale: dockerd's event delivery to a `docker events` client: "
+          f"p50={pct(lags, 50)*1000:.0f} ms p99={pct(lags, 99)*1000:.0f} ms)")
 
     # The reconcile's cost with every container up: one call maps them all.
     names = [f"all-{i}" for i in range(a.containers)]

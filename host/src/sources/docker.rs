@@ -17,12 +17,21 @@ use tokio::sync::Notify;
 
 use crate::plugins::source::{Container, DockerView, Pair, Port};
 
-/// Container events that can change what a source registers. Others
-/// (exec_*, attach, health_status, ...) are ignored.
-const RELEVANT: &[&str] = &[
-    "create", "start", "restart", "die", "stop", "kill", "oom", "pause", "unpause", "destroy",
-    "rename", "update",
-];
+/// What a container event does to the view. Only `start` (and `rename`,
+/// `update`) need a fresh inspect: a die carries its exit code, pause and
+/// unpause flip a flag, destroy removes. `create`, `kill`, `stop`, `oom`
+/// and `restart` are always followed by one of those, and exec_*,
+/// attach, health_status and the like change nothing a source reads.
+enum Change {
+    Inspect(String),
+    Died { id: String, exit_code: i32 },
+    Paused { id: String, paused: bool },
+    Destroyed(String),
+}
+
+/// Inspects in flight at once while following events, so a burst of
+/// starts is not inspected one after another (results stay in order).
+const INSPECTS_IN_FLIGHT: usize = 16;
 
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -129,7 +138,7 @@ impl DockerWatch {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs().saturating_sub(1))
             .unwrap_or(0);
-        let mut events = docker.events(Some(EventsOptions {
+        let events = docker.events(Some(EventsOptions {
             since: Some(since.to_string()),
             until: None,
             filters: Some(HashMap::from([(
@@ -170,35 +179,82 @@ impl DockerWatch {
         *backoff = Duration::from_millis(100);
         tracing::info!(endpoint, host = %host_name, containers = containers.len(), "watching Docker");
         changed.notify_one();
-        while let Some(event) = events.next().await {
-            let event = event?;
-            let action = event.action.unwrap_or_default();
-            // "exec_start: sh" and the like carry a detail after a colon.
-            let verb = action.split(':').next().unwrap_or_default();
-            if !RELEVANT.contains(&verb) {
-                continue;
-            }
-            let Some(id) = event.actor.and_then(|a| a.id) else {
+        let docker = &docker;
+        let mut updates = events
+            .map(|event| async move {
+                let Some(change) = classify(event?) else {
+                    return Ok(None);
+                };
+                let inspected = match &change {
+                    Change::Inspect(id) => match docker.inspect_container(id, None).await {
+                        Ok(c) => Some(to_container(c)),
+                        Err(e) if is_not_found(&e) => None,
+                        Err(e) => return Err(e),
+                    },
+                    _ => None,
+                };
+                Ok(Some((change, inspected)))
+            })
+            .buffered(INSPECTS_IN_FLIGHT);
+        while let Some(update) = updates.next().await {
+            let Some((change, inspected)) = update? else {
                 continue;
             };
             self.update_status(|s| s.events += 1);
-            if verb == "destroy" {
-                containers.remove(&id);
-            } else {
-                match docker.inspect_container(&id, None).await {
-                    Ok(c) => {
-                        containers.insert(id, to_container(c));
+            match change {
+                Change::Inspect(id) => match inspected {
+                    Some(c) => {
+                        containers.insert(id, c);
                     }
-                    Err(e) if is_not_found(&e) => {
+                    // Gone before it could be inspected.
+                    None => {
                         containers.remove(&id);
                     }
-                    Err(e) => return Err(e.into()),
+                },
+                Change::Died { id, exit_code } => {
+                    if let Some(c) = containers.get_mut(&id) {
+                        c.running = false;
+                        c.paused = false;
+                        c.exit_code = exit_code;
+                    }
+                }
+                Change::Paused { id, paused } => {
+                    if let Some(c) = containers.get_mut(&id) {
+                        c.paused = paused;
+                    }
+                }
+                Change::Destroyed(id) => {
+                    containers.remove(&id);
                 }
             }
             self.publish(&host_name, &containers);
             changed.notify_one();
         }
         Ok(())
+    }
+}
+
+/// What an event means for the view, if anything.
+fn classify(event: bollard::models::EventMessage) -> Option<Change> {
+    let action = event.action?;
+    let actor = event.actor?;
+    let id = actor.id?;
+    // "exec_start: sh -c ..." and the like carry a detail after a colon.
+    match action.split(':').next().unwrap_or_default() {
+        "start" | "rename" | "update" => Some(Change::Inspect(id)),
+        "die" => {
+            let exit_code = actor
+                .attributes
+                .as_ref()
+                .and_then(|a| a.get("exitCode"))
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            Some(Change::Died { id, exit_code })
+        }
+        "pause" => Some(Change::Paused { id, paused: true }),
+        "unpause" => Some(Change::Paused { id, paused: false }),
+        "destroy" => Some(Change::Destroyed(id)),
+        _ => None,
     }
 }
 
