@@ -182,7 +182,9 @@ impl DockerWatch {
         let docker = &docker;
         let mut updates = events
             .map(|event| async move {
-                let Some(change) = classify(event?) else {
+                let event = event?;
+                let at = event.time_nano;
+                let Some(change) = classify(event) else {
                     return Ok(None);
                 };
                 let inspected = match &change {
@@ -193,14 +195,17 @@ impl DockerWatch {
                     },
                     _ => None,
                 };
-                Ok(Some((change, inspected)))
+                Ok(Some((change, inspected, at)))
             })
             .buffered(INSPECTS_IN_FLIGHT);
         while let Some(update) = updates.next().await {
-            let Some((change, inspected)) = update? else {
+            let Some((change, inspected, at)) = update? else {
                 continue;
             };
             self.update_status(|s| s.events += 1);
+            if let Some(at) = at {
+                tracing::debug!(lag_ms = lag_ms(at), "container event applied to the view");
+            }
             match change {
                 Change::Inspect(id) => match inspected {
                     Some(c) => {
@@ -232,6 +237,16 @@ impl DockerWatch {
         }
         Ok(())
     }
+}
+
+/// How long ago dockerd stamped an event, in milliseconds (for the
+/// debug log: the first place to look when sources feel slow).
+fn lag_ms(time_nano: i64) -> f64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(time_nano);
+    (now - time_nano) as f64 / 1e6
 }
 
 /// What an event means for the view, if anything.
