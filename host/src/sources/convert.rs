@@ -115,7 +115,7 @@ pub fn wanted(
 /// Meta values are capped at 512 characters; an origin is a path or a
 /// container ID, so this only bites on absurd paths, which still compare
 /// equal to themselves after the cut.
-fn truncate_origin(origin: &str) -> String {
+pub fn truncate_origin(origin: &str) -> String {
     let mut cut = origin.len().min(512);
     while !origin.is_char_boundary(cut) {
         cut -= 1;

@@ -33,6 +33,11 @@ enum Change {
 /// starts is not inspected one after another (results stay in order).
 const INSPECTS_IN_FLIGHT: usize = 16;
 
+/// A session that lasted this long resets the reconnect backoff.
+const STABLE_SESSION: Duration = Duration::from_secs(30);
+/// Time for the event subscription to reach dockerd before the listing.
+const SUBSCRIBE_GRACE: Duration = Duration::from_millis(50);
+
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -55,8 +60,9 @@ pub struct DockerWatch {
 }
 
 impl DockerWatch {
-    /// Starts watching `endpoint`; `changed` is notified after every update.
-    pub fn spawn(endpoint: String, changed: Arc<Notify>) -> Arc<DockerWatch> {
+    /// Starts watching `endpoint`; `changed` is notified after every
+    /// update; everything is listed again every `relist`.
+    pub fn spawn(endpoint: String, changed: Arc<Notify>, relist: Duration) -> Arc<DockerWatch> {
         let watch = Arc::new(DockerWatch {
             view: RwLock::new(Arc::new(DockerView {
                 host_name: String::new(),
@@ -68,7 +74,7 @@ impl DockerWatch {
             }),
         });
         let me = watch.clone();
-        tokio::spawn(async move { me.run(endpoint, changed).await });
+        tokio::spawn(async move { me.run(endpoint, changed, relist).await });
         watch
     }
 
@@ -101,13 +107,20 @@ impl DockerWatch {
         self.update_status(|s| s.containers = containers.len());
     }
 
-    async fn run(self: Arc<Self>, endpoint: String, changed: Arc<Notify>) {
+    async fn run(self: Arc<Self>, endpoint: String, changed: Arc<Notify>, relist: Duration) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            let error = match self.session(&endpoint, &changed, &mut backoff).await {
+            let started = std::time::Instant::now();
+            let error = match self.session(&endpoint, &changed, relist).await {
                 Ok(()) => "the event stream ended".to_string(),
                 Err(e) => format!("{e:#}"),
             };
+            // A session that held for a while earns a quick retry; one that
+            // fails at once (a proxy closing long polls, an API mismatch)
+            // backs off instead of listing everything ten times a second.
+            if started.elapsed() >= STABLE_SESSION {
+                backoff = Duration::from_millis(100);
+            }
             tracing::warn!(endpoint = %endpoint, error = %error, retry_in_ms = backoff.as_millis() as u64, "Docker connection lost; reconnecting");
             // Keep the last view: a reconcile during the outage would
             // otherwise see no containers and remove every service. The
@@ -122,30 +135,8 @@ impl DockerWatch {
         }
     }
 
-    /// One connection: list everything, then follow events until the
-    /// stream breaks.
-    async fn session(
-        &self,
-        endpoint: &str,
-        changed: &Notify,
-        backoff: &mut Duration,
-    ) -> anyhow::Result<()> {
-        let docker = connect(endpoint)?.negotiate_version().await?;
-        let host_name = docker.info().await?.name.unwrap_or_default();
-        // Events are asked for from a second before the listing, so a
-        // change between the two is replayed rather than lost.
-        let since = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs().saturating_sub(1))
-            .unwrap_or(0);
-        let events = docker.events(Some(EventsOptions {
-            since: Some(since.to_string()),
-            until: None,
-            filters: Some(HashMap::from([(
-                "type".to_string(),
-                vec!["container".to_string()],
-            )])),
-        }));
+    /// Every container, inspected.
+    async fn list_all(docker: &Docker) -> anyhow::Result<BTreeMap<String, Container>> {
         let summaries = docker
             .list_containers(Some(ListContainersOptions {
                 all: true,
@@ -155,11 +146,8 @@ impl DockerWatch {
         let mut containers = BTreeMap::new();
         let ids: Vec<String> = summaries.into_iter().filter_map(|c| c.id).collect();
         let mut inspected = futures::stream::iter(ids)
-            .map(|id| {
-                let docker = &docker;
-                async move { (id.clone(), docker.inspect_container(&id, None).await) }
-            })
-            .buffer_unordered(16);
+            .map(|id| async move { (id.clone(), docker.inspect_container(&id, None).await) })
+            .buffer_unordered(INSPECTS_IN_FLIGHT);
         while let Some((id, result)) = inspected.next().await {
             match result {
                 Ok(c) => {
@@ -170,17 +158,57 @@ impl DockerWatch {
                 Err(e) => return Err(e.into()),
             }
         }
-        drop(inspected);
+        Ok(containers)
+    }
+
+    /// One connection: subscribe to events, list everything, then follow
+    /// the events (and list again every `relist`) until the stream breaks.
+    async fn session(
+        &self,
+        endpoint: &str,
+        changed: &Notify,
+        relist: Duration,
+    ) -> anyhow::Result<()> {
+        let docker = connect(endpoint)?.negotiate_version().await?;
+        let host_name = docker.info().await?.name.unwrap_or_default();
+        // The event stream is pumped by its own task from before the
+        // listing, so a change during the listing queues up instead of
+        // being lost. (bollard sends the request on the first poll.)
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let pumped = docker.clone();
+        let pump = AbortOnDrop(tokio::spawn(async move {
+            let mut events = pumped.events(Some(EventsOptions {
+                since: None,
+                until: None,
+                filters: Some(HashMap::from([(
+                    "type".to_string(),
+                    vec!["container".to_string()],
+                )])),
+            }));
+            while let Some(event) = events.next().await {
+                if tx.send(event).is_err() {
+                    return;
+                }
+            }
+        }));
+        tokio::time::sleep(SUBSCRIBE_GRACE).await;
+        let mut containers = Self::list_all(&docker).await?;
         self.publish(&host_name, &containers);
         self.update_status(|s| {
             s.connected = true;
             s.last_error = None;
         });
-        *backoff = Duration::from_millis(100);
         tracing::info!(endpoint, host = %host_name, containers = containers.len(), "watching Docker");
         changed.notify_one();
+        // A missed event (dockerd drops them for slow readers) is repaired
+        // by the next full listing.
+        let mut relist_timer =
+            tokio::time::interval_at(tokio::time::Instant::now() + relist, relist);
+        let events = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|event| (event, rx))
+        });
         let docker = &docker;
-        let mut updates = events
+        let mut updates = std::pin::pin!(events
             .map(|event| async move {
                 let event = event?;
                 let at = event.time_nano;
@@ -197,8 +225,21 @@ impl DockerWatch {
                 };
                 Ok(Some((change, inspected, at)))
             })
-            .buffered(INSPECTS_IN_FLIGHT);
-        while let Some(update) = updates.next().await {
+            .buffered(INSPECTS_IN_FLIGHT));
+        loop {
+            let update = tokio::select! {
+                update = updates.next() => update,
+                _ = relist_timer.tick() => {
+                    containers = Self::list_all(docker).await?;
+                    self.publish(&host_name, &containers);
+                    changed.notify_one();
+                    continue;
+                }
+            };
+            let Some(update) = update else {
+                drop(pump);
+                return Ok(());
+            };
             let Some((change, inspected, at)) = update? else {
                 continue;
             };
@@ -235,7 +276,15 @@ impl DockerWatch {
             self.publish(&host_name, &containers);
             changed.notify_one();
         }
-        Ok(())
+    }
+}
+
+/// Aborts a task when dropped: the event pump ends with its session.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -304,15 +353,26 @@ fn to_container(c: ContainerInspectResponse) -> Container {
     let config = c.config.unwrap_or_default();
     let state = c.state.unwrap_or_default();
     let network = c.network_settings.unwrap_or_default();
+    // The network the container was started on, else the default bridge,
+    // else the first by name: the same answer on every inspect.
+    let mode = c
+        .host_config
+        .as_ref()
+        .and_then(|h| h.network_mode.clone())
+        .unwrap_or_default();
     let ip = network
         .networks
         .as_ref()
         .and_then(|n| {
-            // The default bridge first, as `docker inspect`'s IPAddress.
-            n.get("bridge")
-                .or_else(|| n.values().next())
-                .and_then(|e| e.ip_address.clone())
+            let by_name: BTreeMap<&String, _> = n.iter().collect();
+            by_name
+                .iter()
+                .find(|(name, _)| ***name == mode)
+                .or_else(|| by_name.iter().find(|(name, _)| name.as_str() == "bridge"))
+                .or_else(|| by_name.iter().next())
+                .and_then(|(_, e)| e.ip_address.clone())
         })
+        .filter(|ip| !ip.is_empty())
         .unwrap_or_default();
     // A stopped container has no live port map: its bindings come from
     // the host config, so `deregister = "on-success"` can keep a failed

@@ -11,23 +11,37 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-/// How often directories are looked at.
-pub const POLL: Duration = Duration::from_millis(200);
+/// How often directories are looked at: a change is applied after two
+/// looks that agree, 150–300 ms after it was written.
+pub const POLL: Duration = Duration::from_millis(150);
 
-/// Watches `dirs` until the node stops; notifies `changed` on a change.
+/// Watches `dirs` until the node stops; notifies `changed` once a change
+/// has held still for one more look, so a file caught half written (a
+/// `>` redirect, an editor rewriting in place) is read once it is whole.
 pub fn spawn(dirs: Vec<PathBuf>, changed: Arc<Notify>) {
     tokio::spawn(async move {
-        let mut last = fingerprint(&dirs);
+        let look = |dirs: Vec<PathBuf>| async move {
+            tokio::task::spawn_blocking(move || fingerprint(&dirs))
+                .await
+                .ok()
+        };
+        let Some(mut applied) = look(dirs.clone()).await else {
+            return;
+        };
+        let mut pending: Option<u64> = None;
         loop {
             tokio::time::sleep(POLL).await;
-            let dirs2 = dirs.clone();
-            let now = match tokio::task::spawn_blocking(move || fingerprint(&dirs2)).await {
-                Ok(f) => f,
-                Err(_) => continue,
+            let Some(now) = look(dirs.clone()).await else {
+                continue;
             };
-            if now != last {
-                last = now;
+            if now == applied {
+                pending = None;
+            } else if pending == Some(now) {
+                applied = now;
+                pending = None;
                 changed.notify_one();
+            } else {
+                pending = Some(now);
             }
         }
     });

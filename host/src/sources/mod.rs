@@ -51,6 +51,7 @@ impl Sources {
         agent: Arc<Agent>,
         plugins: Plugins,
     ) -> anyhow::Result<Sources> {
+        remove_orphans(config, &agent).await;
         let mut runners = Vec::new();
         for block in &config.sources {
             let name = block.name.clone();
@@ -75,10 +76,13 @@ impl Sources {
                 .await
                 .context("loading a source plugin")??;
             let changed = Arc::new(Notify::new());
-            let docker = block
-                .grant
-                .docker
-                .then(|| docker::DockerWatch::spawn(config.docker_host.clone(), changed.clone()));
+            let docker = block.grant.docker.then(|| {
+                docker::DockerWatch::spawn(
+                    config.docker_host.clone(),
+                    changed.clone(),
+                    settings.resync,
+                )
+            });
             if !read.is_empty() {
                 files::spawn(read.clone(), changed.clone());
             }
@@ -110,5 +114,33 @@ impl Sources {
                 docker: r.docker_status(),
             })
             .collect()
+    }
+}
+
+/// Removes the services of sources that are no longer configured (a block
+/// renamed or deleted): nothing else would ever remove them, and no source
+/// may take them over.
+async fn remove_orphans(config: &Config, agent: &Agent) {
+    let configured: Vec<&str> = config.sources.iter().map(|b| b.name.as_str()).collect();
+    let orphans: Vec<(String, String)> = match agent.catalog() {
+        Ok(st) => st
+            .catalog
+            .node_services(&agent.identity.node_name)
+            .filter_map(|s| {
+                let owner = s.meta.get(SOURCE_META)?;
+                (!configured.contains(&owner.as_str())).then(|| (s.id.clone(), owner.clone()))
+            })
+            .collect(),
+        Err(_) => return,
+    };
+    for (id, owner) in orphans {
+        match agent.deregister_service(&id).await {
+            Ok(()) => {
+                tracing::info!(service = %id, source = %owner, "removed a service of a source that is no longer configured")
+            }
+            Err(e) => {
+                tracing::warn!(service = %id, source = %owner, error = %e.message, "could not remove a service of a source that is no longer configured")
+            }
+        }
     }
 }

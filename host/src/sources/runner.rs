@@ -111,9 +111,9 @@ struct Current {
     checks: Vec<Check>,
 }
 
-/// What a reconcile changes, and the wanted IDs another source owns
-/// (id, owner), which it leaves alone.
-type Plan = (Vec<Op>, Vec<(String, String)>);
+/// What a reconcile changes, and the wanted services it may not touch
+/// (owned by someone else, or by an origin that cannot be read now).
+type Plan = (Vec<Op>, Vec<ProblemInfo>);
 
 enum Op {
     Register(Box<Wanted>, Vec<String>),
@@ -204,7 +204,8 @@ impl Runner {
             .problems
             .into_iter()
             .map(|p| ProblemInfo {
-                origin: p.origin,
+                // Cut as the meta value is, so the two still compare equal.
+                origin: convert::truncate_origin(&p.origin),
                 message: p.message,
             })
             .collect();
@@ -226,29 +227,22 @@ impl Runner {
                     wanted.insert(w.service.id.clone(), w);
                 }
                 Err(message) => {
-                    problems.insert(ProblemInfo { origin, message });
+                    problems.insert(ProblemInfo {
+                        origin: convert::truncate_origin(&origin),
+                        message,
+                    });
                 }
             }
         }
         let broken: BTreeSet<&str> = problems.iter().map(|p| p.origin.as_str()).collect();
-        let (ops, taken) = match self.plan(&wanted, &broken, first) {
+        let (ops, untouchable) = match self.plan(&wanted, &broken, first) {
             Ok(planned) => planned,
             Err(e) => {
                 tracing::warn!(source = %self.name, error = %e, "cannot read the catalog");
                 return false;
             }
         };
-        for (id, owner) in taken {
-            let origin = wanted
-                .get(&id)
-                .and_then(|w| w.service.meta.get(ORIGIN_META))
-                .cloned()
-                .unwrap_or_default();
-            problems.insert(ProblemInfo {
-                origin,
-                message: format!("service id \"{id}\" belongs to source \"{owner}\" on this node; not taken over"),
-            });
-        }
+        problems.extend(untouchable);
         let applying = Instant::now();
         let (registered, deregistered, errors) = self.apply(ops).await;
         let apply_ms = applying.elapsed().as_secs_f64() * 1000.0;
@@ -282,13 +276,20 @@ impl Runner {
         first: bool,
     ) -> Result<Plan, String> {
         let node = &self.agent.identity.node_name;
-        // Services of this node that another source owns: never taken over.
+        // Services of this node that another source, or the HTTP API,
+        // registered: never taken over.
         let mut foreign: BTreeMap<String, String> = BTreeMap::new();
         let current: BTreeMap<String, Current> = {
             let st = self.agent.catalog().map_err(|e| e.message)?;
             for s in st.catalog.node_services(node) {
-                if let Some(owner) = s.meta.get(SOURCE_META).filter(|o| **o != self.name) {
-                    foreign.insert(s.id.clone(), owner.clone());
+                match s.meta.get(SOURCE_META) {
+                    Some(owner) if *owner == self.name => {}
+                    Some(owner) => {
+                        foreign.insert(s.id.clone(), format!("source \"{owner}\""));
+                    }
+                    None => {
+                        foreign.insert(s.id.clone(), "the HTTP API".into());
+                    }
                 }
             }
             let mut current: BTreeMap<String, Current> = st
@@ -317,10 +318,28 @@ impl Runner {
             .lock()
             .map_err(|_| "lock poisoned".to_string())?;
         let mut ops = Vec::new();
-        let mut taken = Vec::new();
+        let mut untouchable = Vec::new();
         for (id, w) in wanted {
+            let origin = w.service.meta.get(ORIGIN_META).cloned().unwrap_or_default();
             if let Some(owner) = foreign.get(id) {
-                taken.push((id.clone(), owner.clone()));
+                untouchable.push(ProblemInfo {
+                    origin,
+                    message: format!("service id \"{id}\" was registered by {owner} on this node; not taken over"),
+                });
+                continue;
+            }
+            // Another origin that cannot be read now registered this ID:
+            // it keeps it until it can be read again, so a broken file
+            // does not hand its services to another file and back.
+            let holder = current
+                .get(id)
+                .and_then(|c| c.service.meta.get(ORIGIN_META))
+                .filter(|o| **o != origin && broken.contains(o.as_str()));
+            if let Some(holder) = holder {
+                untouchable.push(ProblemInfo {
+                    message: format!("service id \"{id}\" is registered from {holder}, which cannot be read now; kept as it is"),
+                    origin,
+                });
                 continue;
             }
             ignored.remove(id);
@@ -360,7 +379,7 @@ impl Runner {
             }
             ops.push(Op::Deregister(id.clone()));
         }
-        Ok((ops, taken))
+        Ok((ops, untouchable))
     }
 
     /// Proposes the changes concurrently; returns (registered,

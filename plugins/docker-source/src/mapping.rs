@@ -256,10 +256,25 @@ pub fn desired(settings: &Settings, hostname: &str, containers: &[Container]) ->
     // Which container a service came from, for duplicate-ID messages.
     let mut owner: BTreeMap<String, String> = BTreeMap::new();
     for container in containers {
-        if !contributes(settings, container) {
+        let name = container.name.trim_start_matches('/');
+        if kept_after_failure(settings, container) {
+            // Registrator keeps such a container's services only across a
+            // die it saw. Reporting the container as a problem does exactly
+            // that: the node keeps what it registered for it and never
+            // registers anything new for a long-dead container (its
+            // dynamic ports and IP are gone anyway).
+            problems.push(Problem {
+                origin: container.id.clone(),
+                message: format!(
+                    "container {name}: exited with code {}; its services stay registered (deregister = \"on-success\")",
+                    container.exit_code
+                ),
+            });
             continue;
         }
-        let name = container.name.trim_start_matches('/');
+        if !contributes(container) {
+            continue;
+        }
         let outcome = container_services(settings, hostname, container);
         problems.extend(outcome.problems.into_iter().map(|message| Problem {
             origin: container.id.clone(),
@@ -308,13 +323,17 @@ pub fn desired(settings: &Settings, hostname: &str, containers: &[Container]) ->
 }
 
 /// Whether a container's services should be registered now.
-fn contributes(settings: &Settings, container: &Container) -> bool {
-    if container.running {
-        return !container.paused;
-    }
-    // Registrator treats an exit code with bit 128 set as "killed by a
-    // signal", i.e. stopped on purpose, and deregisters it like a clean exit.
-    settings.deregister == Deregister::OnSuccess
+fn contributes(container: &Container) -> bool {
+    container.running && !container.paused
+}
+
+/// Whether a stopped container keeps what it registered: it failed, and
+/// `deregister = "on-success"`. Registrator treats an exit code with bit
+/// 128 set as "killed by a signal", i.e. stopped on purpose, and
+/// deregisters it like a clean exit.
+fn kept_after_failure(settings: &Settings, container: &Container) -> bool {
+    !container.running
+        && settings.deregister == Deregister::OnSuccess
         && container.exit_code != 0
         && container.exit_code & 128 != 128
 }
@@ -494,10 +513,11 @@ fn container_services(settings: &Settings, hostname: &str, container: &Container
         let mut seen = HashSet::new();
         tags.retain(|t| seen.insert(t.clone()));
 
-        let address = if !settings.ip.is_empty() {
-            settings.ip.clone()
-        } else if settings.internal {
+        // As in Registrator, internal mode wins over a forced ip.
+        let address = if settings.internal {
             container.ip.clone()
+        } else if !settings.ip.is_empty() {
+            settings.ip.clone()
         } else {
             match group.binding.host_ip.as_str() {
                 // Bound to every host address: let the node advertise its own.
@@ -623,19 +643,8 @@ fn checks(keys: &BTreeMap<String, Setting>, problems: &mut Vec<String>) -> Resul
             }
         },
     };
-    let tcp = match get("check_tcp") {
-        None => false,
-        Some(s) if s.value.eq_ignore_ascii_case("true") => true,
-        Some(s) if s.value.eq_ignore_ascii_case("false") => false,
-        Some(s) => {
-            problems.push(format!(
-                "{} \"{}\": must be \"true\" or \"false\"",
-                s.source, s.value
-            ));
-            bad = true;
-            false
-        }
-    };
+    // Registrator turns the TCP check on for any value ("true", "1").
+    let tcp = get("check_tcp").is_some();
 
     for (key, setting) in keys {
         let key = key.as_str();
@@ -680,24 +689,21 @@ fn checks(keys: &BTreeMap<String, Setting>, problems: &mut Vec<String>) -> Resul
         deregister_critical_after_ms: deregister_ms,
         initial_status,
     };
-    let mut checks = Vec::new();
-    if let Some(s) = get("check_http") {
-        checks.push(polled(
+    // One check, chosen in Registrator's order (HTTP, HTTPS, TTL, TCP), so
+    // that its ID is `service:<id>` as Registrator users' TTL updaters
+    // expect, and a second kind is never left unfed.
+    let check = if let Some(s) = get("check_http") {
+        Some(polled(
             "http",
             format!("http://{{address}}:{{port}}{}", s.value),
-        ));
-    }
-    if let Some(s) = get("check_https") {
-        checks.push(polled(
+        ))
+    } else if let Some(s) = get("check_https") {
+        Some(polled(
             "http",
             format!("https://{{address}}:{{port}}{}", s.value),
-        ));
-    }
-    if tcp {
-        checks.push(polled("tcp", "{address}:{port}".to_string()));
-    }
-    if get("check_ttl").is_some() {
-        checks.push(Check {
+        ))
+    } else if get("check_ttl").is_some() {
+        Some(Check {
             kind: "ttl".to_string(),
             endpoint: String::new(),
             interval_ms: 0,
@@ -705,9 +711,13 @@ fn checks(keys: &BTreeMap<String, Setting>, problems: &mut Vec<String>) -> Resul
             ttl_ms,
             deregister_critical_after_ms: deregister_ms,
             initial_status,
-        });
-    }
-    Ok(checks)
+        })
+    } else if tcp {
+        Some(polled("tcp", "{address}:{port}".to_string()))
+    } else {
+        None
+    };
+    Ok(check.into_iter().collect())
 }
 
 /// Parses a Go duration ("10s", "1m30s", "500ms", "1.5h"; plain digits are
@@ -1033,12 +1043,13 @@ mod tests {
         let s = one(&settings, c);
         assert_eq!((s.address.as_str(), s.port), ("192.0.2.7", 8080));
 
+        // Internal mode wins, as in Registrator.
         let settings = Settings {
             internal: true,
             ..settings
         };
         let s = one(&settings, web());
-        assert_eq!((s.address.as_str(), s.port), ("192.0.2.7", 80));
+        assert_eq!((s.address.as_str(), s.port), ("172.17.0.2", 80));
     }
 
     #[test]
@@ -1115,8 +1126,17 @@ mod tests {
             exit_code: code,
             ..web()
         };
-        assert_eq!(one(&settings, exited(1)).id, "dockerhost:web-1:80");
-        assert_eq!(one(&settings, exited(2)).port, 8080);
+        // A failure is a problem of the container: the node keeps what it
+        // registered for it, and nothing new is registered.
+        for code in [1, 2] {
+            let d = run(&settings, &[exited(code)]);
+            assert!(d.services.is_empty(), "{d:?}");
+            assert_eq!(d.problems.len(), 1);
+            assert_eq!(d.problems[0].origin, "c0ffee");
+            assert!(d.problems[0]
+                .message
+                .contains(&format!("exited with code {code}")));
+        }
         for code in [0, 137, 143, 130] {
             assert_eq!(
                 run(&settings, &[exited(code)]),
@@ -1150,12 +1170,19 @@ mod tests {
             deregister_critical_after_ms: 5_400_000,
             initial_status: Some(Status::Passing),
         };
-        let tcp = Check {
-            kind: "tcp".to_string(),
-            endpoint: "{address}:{port}".to_string(),
-            ..http.clone()
-        };
-        assert_eq!(s.checks, [http, tcp]);
+        // One check, HTTP first, as Registrator registers.
+        assert_eq!(s.checks, [http.clone()]);
+        let mut c = web();
+        c.env = pairs(&[
+            ("SERVICE_CHECK_TCP", "1"),
+            ("SERVICE_CHECK_INTERVAL", "1m30s"),
+        ]);
+        let s = one(&Settings::default(), c);
+        assert_eq!(s.checks.len(), 1);
+        assert_eq!(
+            (s.checks[0].kind.as_str(), s.checks[0].endpoint.as_str()),
+            ("tcp", "{address}:{port}")
+        );
         // check_* settings never become meta.
         assert!(s.meta.is_empty());
     }
@@ -1170,19 +1197,24 @@ mod tests {
         let s = one(&Settings::default(), c);
         assert_eq!(
             s.checks,
-            [
-                Check {
-                    kind: "http".to_string(),
-                    endpoint: "https://{address}:{port}/ready?full=1".to_string(),
-                    interval_ms: 10_000,
-                    ..Check::default()
-                },
-                Check {
-                    kind: "ttl".to_string(),
-                    ttl_ms: 30_000,
-                    ..Check::default()
-                },
-            ]
+            [Check {
+                kind: "http".to_string(),
+                endpoint: "https://{address}:{port}/ready?full=1".to_string(),
+                interval_ms: 10_000,
+                ..Check::default()
+            }]
+        );
+        // TTL comes before TCP.
+        let mut c = web();
+        c.labels = pairs(&[("SERVICE_CHECK_TTL", "30s"), ("SERVICE_CHECK_TCP", "true")]);
+        let s = one(&Settings::default(), c);
+        assert_eq!(
+            s.checks,
+            [Check {
+                kind: "ttl".to_string(),
+                ttl_ms: 30_000,
+                ..Check::default()
+            }]
         );
     }
 

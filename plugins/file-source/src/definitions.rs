@@ -96,12 +96,19 @@ pub enum Status {
 /// ```
 ///
 /// The line is left out when the parser does not know it, the path when
-/// the error is not about a field (a syntax error). A file that is empty or
-/// only whitespace (just created, or emptied to remove its services) has no
+/// the error is not about a field (a syntax error). A file of zero bytes is
+/// an error: that is what a file looks like while an editor or `>`
+/// rewrites it, and its services must not flap away meanwhile (delete the
+/// file to remove them). A file with only whitespace or comments has no
 /// services.
 pub fn parse(origin: &str, format: Format, text: &str) -> Result<Vec<Service>, String> {
     // Neither parser takes a byte-order mark, which some editors write.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if text.is_empty() {
+        return Err(format!(
+            "{origin}: the file is empty (still being written?); its services stay until it has content or is deleted"
+        ));
+    }
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }

@@ -268,6 +268,7 @@ mod tests {
             ]
         );
         let broken = format!("{base}/30-broken.toml");
+        let empty = format!("{base}/40-empty.toml");
         let latin1 = format!("{base}/50-latin1.json");
         assert_eq!(
             outcome.problems,
@@ -277,6 +278,10 @@ mod tests {
                     message: format!(
                         "{broken}: line 3: service.port: invalid value: integer `70000`, expected u16"
                     ),
+                },
+                Problem {
+                    origin: empty.clone(),
+                    message: format!("{empty}: the file is empty (still being written?); its services stay until it has content or is deleted"),
                 },
                 Problem {
                     origin: latin1.clone(),
