@@ -5,7 +5,7 @@
 //! reconnects with backoff and lists everything again, so nothing that
 //! happened meanwhile is missed (Registrator exits instead).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -27,6 +27,15 @@ enum Change {
     Died { id: String, exit_code: i32 },
     Paused { id: String, paused: bool },
     Destroyed(String),
+}
+
+impl Change {
+    fn id(&self) -> &str {
+        match self {
+            Change::Inspect(id) | Change::Destroyed(id) => id,
+            Change::Died { id, .. } | Change::Paused { id, .. } => id,
+        }
+    }
 }
 
 /// Inspects in flight at once while following events, so a burst of
@@ -226,11 +235,31 @@ impl DockerWatch {
                 Ok(Some((change, inspected, at)))
             })
             .buffered(INSPECTS_IN_FLIGHT));
+        // A re-list runs beside the events, not instead of them: a burst
+        // of events must not wait for a few hundred inspects. Containers
+        // an event touched while the listing ran keep what the event said.
+        let mut relisting: Option<
+            std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>>,
+        > = None;
+        let mut touched: BTreeSet<String> = BTreeSet::new();
         loop {
             let update = tokio::select! {
                 update = updates.next() => update,
-                _ = relist_timer.tick() => {
-                    containers = Self::list_all(docker).await?;
+                _ = relist_timer.tick(), if relisting.is_none() => {
+                    touched.clear();
+                    relisting = Some(Box::pin(Self::list_all(docker)));
+                    continue;
+                }
+                listed = async { relisting.as_mut().expect("guarded by is_some").await }, if relisting.is_some() => {
+                    relisting = None;
+                    let mut listed = listed?;
+                    for id in std::mem::take(&mut touched) {
+                        match containers.get(&id) {
+                            Some(c) => listed.insert(id, c.clone()),
+                            None => listed.remove(&id),
+                        };
+                    }
+                    containers = listed;
                     self.publish(&host_name, &containers);
                     changed.notify_one();
                     continue;
@@ -246,6 +275,9 @@ impl DockerWatch {
             self.update_status(|s| s.events += 1);
             if let Some(at) = at {
                 tracing::debug!(lag_ms = lag_ms(at), "container event applied to the view");
+            }
+            if relisting.is_some() {
+                touched.insert(change.id().to_string());
             }
             match change {
                 Change::Inspect(id) => match inspected {
