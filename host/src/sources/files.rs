@@ -59,9 +59,15 @@ fn fingerprint(dirs: &[PathBuf]) -> u64 {
 }
 
 fn hash_dir(dir: &Path, h: &mut impl Hasher) {
+    // A tag first, so that "no such directory" never hashes like an
+    // empty one.
     let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
+        Ok(e) => {
+            0u8.hash(h);
+            e
+        }
         Err(e) => {
+            1u8.hash(h);
             e.kind().hash(h);
             return;
         }
