@@ -120,6 +120,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &storage,
         config.bootstrap_expect == 1,
         config.raft_snapshot_threshold,
+        // A single server has no peers; the RPC listener comes with joining.
+        None,
     )
     .await?;
     if !consensus.wait_for_leader(Duration::from_secs(10)).await {

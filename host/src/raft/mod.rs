@@ -8,6 +8,8 @@
 // require us to return; boxing it would only add conversions.
 #![allow(clippy::result_large_err)]
 
+#[cfg(test)]
+mod cluster_tests;
 mod log_store;
 mod network;
 mod proposer;
@@ -78,12 +80,15 @@ pub struct Consensus {
 impl Consensus {
     /// Opens the stores, starts Raft and, when this node is the only
     /// expected server, bootstraps a one-voter cluster on first start.
+    /// `rpc`, when given, serves Raft RPCs from peers (a server in a
+    /// cluster); a single server needs none.
     pub async fn start(
         id: NodeId,
         raft_addr: &str,
         storage: &Storage,
         bootstrap: bool,
         snapshot_threshold: u64,
+        rpc: Option<tokio::net::TcpListener>,
     ) -> anyhow::Result<Consensus> {
         let watches = Arc::new(Watches::default());
         let (log, sm) = match storage {
@@ -118,6 +123,9 @@ impl Consensus {
         let raft = Raft::new(id, Arc::new(config), network::Network, log, sm)
             .await
             .context("starting raft")?;
+        if let Some(listener) = rpc {
+            network::serve(listener, raft.clone());
+        }
         if bootstrap && !raft.is_initialized().await.context("raft state")? {
             let members = BTreeMap::from([(id, BasicNode::new(raft_addr))]);
             raft.initialize(members)
@@ -134,6 +142,22 @@ impl Consensus {
             state,
             applied,
         })
+    }
+
+    /// Bootstraps a cluster of these voters (ID → Raft address), once, on
+    /// one of them; a cluster that already has a membership keeps it.
+    pub async fn initialize(&self, voters: BTreeMap<NodeId, String>) -> anyhow::Result<()> {
+        if self.raft.is_initialized().await.context("raft state")? {
+            return Ok(());
+        }
+        let members: BTreeMap<NodeId, BasicNode> = voters
+            .into_iter()
+            .map(|(id, addr)| (id, BasicNode::new(addr)))
+            .collect();
+        self.raft
+            .initialize(members)
+            .await
+            .context("bootstrapping the cluster")
     }
 
     /// Waits until a leader is known, up to `timeout`.

@@ -1,70 +1,272 @@
-//! Inter-server Raft RPC.
+//! Inter-server Raft RPC over TCP on `addresses.server`.
 //!
-//! A single server has no peers to talk to, so every RPC reports the peer
-//! unreachable; openraft never sends one while this node is the only voter.
-//! The cluster work replaces this with RPC over `addresses.server`.
+//! One frame per message: a 4-byte big-endian length, then the message in
+//! postcard (a compact binary encoding of openraft's own serde types). A
+//! connection carries one request at a time; openraft drives one
+//! replication stream per follower, and each stream gets its own
+//! connection, so followers are served in parallel. A broken or timed-out
+//! connection is dropped and the next call reconnects.
 
-use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
+use openraft::{BasicNode, Raft};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 use super::{NodeId, TypeConfig};
+
+/// Largest frame accepted: a snapshot chunk or a batch of entries.
+const MAX_FRAME: usize = 64 << 20;
+/// How long connecting to a peer may take before it counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+#[derive(Serialize, Deserialize)]
+enum RpcRequest {
+    Vote(VoteRequest<NodeId>),
+    Append(AppendEntriesRequest<TypeConfig>),
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+type Answer<T, E = openraft::error::Infallible> = Result<T, RaftError<NodeId, E>>;
+
+#[derive(Serialize, Deserialize)]
+enum RpcResponse {
+    Vote(Answer<VoteResponse<NodeId>>),
+    Append(Answer<AppendEntriesResponse<NodeId>>),
+    Snapshot(Answer<InstallSnapshotResponse<NodeId>, InstallSnapshotError>),
+}
+
+/// Why a frame could not be exchanged.
+#[derive(Debug, thiserror::Error)]
+enum FrameError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame of {0} bytes is larger than the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    #[error("cannot decode a frame: {0}")]
+    Decode(#[from] postcard::Error),
+}
+
+async fn write_frame<T: Serialize>(stream: &mut TcpStream, message: &T) -> Result<(), FrameError> {
+    let body = postcard::to_stdvec(message)?;
+    if body.len() > MAX_FRAME {
+        return Err(FrameError::TooLarge(body.len()));
+    }
+    let mut frame = Vec::with_capacity(body.len() + 4);
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    stream.write_all(&frame).await?;
+    Ok(())
+}
+
+async fn read_frame<T: for<'de> Deserialize<'de>>(stream: &mut TcpStream) -> Result<T, FrameError> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await?;
+    Ok(postcard::from_bytes(&body)?)
+}
+
+/// Serves Raft RPCs from peers on `listener` until the process ends.
+pub fn serve(listener: TcpListener, raft: Raft<TypeConfig>) {
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "raft RPC accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let raft = raft.clone();
+            tokio::spawn(async move {
+                if let Err(e) = serve_connection(stream, raft).await {
+                    tracing::debug!(%peer, error = %e, "raft RPC connection closed");
+                }
+            });
+        }
+    });
+}
+
+async fn serve_connection(mut stream: TcpStream, raft: Raft<TypeConfig>) -> Result<(), FrameError> {
+    stream.set_nodelay(true)?;
+    loop {
+        let request: RpcRequest = match read_frame(&mut stream).await {
+            Ok(r) => r,
+            // The peer hung up between requests: the normal end.
+            Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Ok(())
+            }
+            Err(e) => return Err(e),
+        };
+        let response = match request {
+            RpcRequest::Vote(r) => RpcResponse::Vote(raft.vote(r).await),
+            RpcRequest::Append(r) => RpcResponse::Append(raft.append_entries(r).await),
+            RpcRequest::Snapshot(r) => RpcResponse::Snapshot(raft.install_snapshot(r).await),
+        };
+        write_frame(&mut stream, &response).await?;
+    }
+}
 
 /// Builds connections to peers.
 pub struct Network;
 
-/// A connection to one peer.
+/// A connection to one peer, opened on first use and after any failure.
 pub struct Connection {
     target: NodeId,
+    addr: Arc<str>,
+    stream: Option<TcpStream>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
-    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> Connection {
-        Connection { target }
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
+        Connection {
+            target,
+            addr: node.addr.as_str().into(),
+            stream: None,
+        }
+    }
+}
+
+/// A failed call: the peer could not be reached at all, or the exchange
+/// broke midway (openraft backs off from the first, retries the second).
+enum CallError {
+    Unreachable(std::io::Error),
+    Network(std::io::Error),
+}
+
+impl CallError {
+    fn into_rpc<E: std::error::Error>(self) -> RPCError<NodeId, BasicNode, E> {
+        match self {
+            CallError::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
+            CallError::Network(e) => RPCError::Network(NetworkError::new(&e)),
+        }
     }
 }
 
 impl Connection {
-    fn unreachable<E: std::error::Error>(&self) -> RPCError<NodeId, BasicNode, E> {
+    async fn call(&mut self, request: RpcRequest, ttl: Duration) -> Result<RpcResponse, CallError> {
+        let stream = match self.stream.take() {
+            Some(s) => s,
+            None => {
+                let connect = TcpStream::connect(&*self.addr);
+                let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+                    .await
+                    .map_err(|_| {
+                        CallError::Unreachable(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!(
+                                "connecting to server {} at {} timed out",
+                                self.target, self.addr
+                            ),
+                        ))
+                    })?
+                    .map_err(|e| {
+                        CallError::Unreachable(std::io::Error::new(
+                            e.kind(),
+                            format!("server {} at {}: {e}", self.target, self.addr),
+                        ))
+                    })?;
+                let _ = stream.set_nodelay(true);
+                stream
+            }
+        };
+        let mut stream = stream;
+        let exchange = async {
+            write_frame(&mut stream, &request).await?;
+            read_frame::<RpcResponse>(&mut stream).await
+        };
+        match tokio::time::timeout(ttl, exchange).await {
+            Ok(Ok(response)) => {
+                // Kept only after a whole exchange, so a half-read frame
+                // never poisons the next call.
+                self.stream = Some(stream);
+                Ok(response)
+            }
+            Ok(Err(e)) => Err(CallError::Network(std::io::Error::other(format!(
+                "server {} at {}: {e}",
+                self.target, self.addr
+            )))),
+            Err(_) => Err(CallError::Network(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "server {} at {} did not answer in {ttl:?}",
+                    self.target, self.addr
+                ),
+            ))),
+        }
+    }
+
+    fn mismatch<E: std::error::Error>(&self) -> RPCError<NodeId, BasicNode, E> {
         let e = std::io::Error::other(format!(
-            "no transport to server {} (single-server mode)",
+            "server {} answered a different RPC than was asked",
             self.target
         ));
-        RPCError::Unreachable(Unreachable::new(&e))
+        RPCError::Network(NetworkError::new(&e))
     }
 }
 
 impl RaftNetwork<TypeConfig> for Connection {
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        Err(self.unreachable())
+        match self.call(RpcRequest::Append(rpc), option.hard_ttl()).await {
+            Ok(RpcResponse::Append(r)) => r.map_err(|e| {
+                RPCError::RemoteError(openraft::error::RemoteError::new(self.target, e))
+            }),
+            Ok(_) => Err(self.mismatch()),
+            Err(e) => Err(e.into_rpc()),
+        }
     }
 
     async fn install_snapshot(
         &mut self,
-        _rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        Err(self.unreachable())
+        match self
+            .call(RpcRequest::Snapshot(rpc), option.hard_ttl())
+            .await
+        {
+            Ok(RpcResponse::Snapshot(r)) => r.map_err(|e| {
+                RPCError::RemoteError(openraft::error::RemoteError::new(self.target, e))
+            }),
+            Ok(_) => Err(self.mismatch()),
+            Err(e) => Err(e.into_rpc()),
+        }
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<NodeId>,
-        _option: RPCOption,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        Err(self.unreachable())
+        match self.call(RpcRequest::Vote(rpc), option.hard_ttl()).await {
+            Ok(RpcResponse::Vote(r)) => r.map_err(|e| {
+                RPCError::RemoteError(openraft::error::RemoteError::new(self.target, e))
+            }),
+            Ok(_) => Err(self.mismatch()),
+            Err(e) => Err(e.into_rpc()),
+        }
     }
 }
