@@ -64,6 +64,15 @@ async fn three_servers_replicate_and_fail_over_over_tcp() {
     leader.write(put("k", b"one")).await.expect("write");
     wait_value(&all, "k", b"one").await;
 
+    // A write made on a follower is forwarded to the leader.
+    let follower = all.iter().find(|c| !c.is_leader()).expect("a follower");
+    let (index, _) = follower
+        .write(put("f", b"forwarded"))
+        .await
+        .expect("forwarded write");
+    assert!(index > 0);
+    wait_value(&all, "f", b"forwarded").await;
+
     // The leader goes away; the other two elect one and keep writing.
     let old = leader.id();
     leader.shutdown().await;

@@ -48,8 +48,11 @@ pub enum Storage {
     Disk(PathBuf),
 }
 
+/// How long a write forwarded to the leader may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Why a write did not commit.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum WriteError {
     #[error("No cluster leader")]
     NoLeader,
@@ -72,6 +75,8 @@ pub struct Consensus {
     state: Arc<RwLock<Applied>>,
     applied: watch::Receiver<Index>,
     proposer: proposer::Proposer,
+    /// Connections to the leader, for writes made on a follower.
+    forwarder: Arc<network::Forwarder>,
     /// Kept rather than asked for per call: every HTTP answer reads it.
     metrics: watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
     watches: Arc<Watches>,
@@ -123,8 +128,9 @@ impl Consensus {
         let raft = Raft::new(id, Arc::new(config), network::Network, log, sm)
             .await
             .context("starting raft")?;
+        let proposer = proposer::Proposer::start(raft.clone());
         if let Some(listener) = rpc {
-            network::serve(listener, raft.clone());
+            network::serve(listener, raft.clone(), proposer.clone());
         }
         if bootstrap && !raft.is_initialized().await.context("raft state")? {
             let members = BTreeMap::from([(id, BasicNode::new(raft_addr))]);
@@ -134,7 +140,8 @@ impl Consensus {
             tracing::info!(id, "bootstrapped a new single-server cluster");
         }
         Ok(Consensus {
-            proposer: proposer::Proposer::start(raft.clone()),
+            proposer,
+            forwarder: Arc::new(network::Forwarder::default()),
             metrics: raft.metrics(),
             watches,
             raft,
@@ -177,9 +184,20 @@ impl Consensus {
         }
     }
 
-    /// Proposes `command` and waits until it is committed and applied.
+    /// Proposes `command` and waits until it is committed and applied. On
+    /// a follower the write is forwarded to the leader, never rejected.
     pub async fn write(&self, command: Command) -> Result<(Index, Response), WriteError> {
-        self.proposer.propose(command).await
+        if self.is_leader() || !self.has_leader() {
+            match self.proposer.propose(command.clone()).await {
+                // Leadership moved while the write was queued.
+                Err(WriteError::NoLeader) if self.has_leader() && !self.is_leader() => {}
+                other => return other,
+            }
+        }
+        let leader = self.leader_addr().ok_or(WriteError::NoLeader)?;
+        self.forwarder
+            .write(&leader, command, FORWARD_TIMEOUT)
+            .await
     }
 
     /// Confirms leadership with a quorum and waits for the state machine

@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{NodeId, TypeConfig};
+use super::proposer::Proposer;
+use super::{NodeId, TypeConfig, WriteError};
+use crate::catalog::{Command, Index, Response};
 
 /// Largest frame accepted: a snapshot chunk or a batch of entries.
 const MAX_FRAME: usize = 64 << 20;
@@ -33,6 +35,8 @@ enum RpcRequest {
     Vote(VoteRequest<NodeId>),
     Append(AppendEntriesRequest<TypeConfig>),
     Snapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A write a follower forwards to the leader.
+    Propose(Command),
 }
 
 type Answer<T, E = openraft::error::Infallible> = Result<T, RaftError<NodeId, E>>;
@@ -42,6 +46,7 @@ enum RpcResponse {
     Vote(Answer<VoteResponse<NodeId>>),
     Append(Answer<AppendEntriesResponse<NodeId>>),
     Snapshot(Answer<InstallSnapshotResponse<NodeId>, InstallSnapshotError>),
+    Proposed(Result<(Index, Response), WriteError>),
 }
 
 /// Why a frame could not be exchanged.
@@ -79,8 +84,9 @@ async fn read_frame<T: for<'de> Deserialize<'de>>(stream: &mut TcpStream) -> Res
     Ok(postcard::from_bytes(&body)?)
 }
 
-/// Serves Raft RPCs from peers on `listener` until the process ends.
-pub fn serve(listener: TcpListener, raft: Raft<TypeConfig>) {
+/// Serves Raft RPCs, and writes forwarded by followers, from peers on
+/// `listener` until the process ends.
+pub fn serve(listener: TcpListener, raft: Raft<TypeConfig>, proposer: Proposer) {
     tokio::spawn(async move {
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -92,8 +98,9 @@ pub fn serve(listener: TcpListener, raft: Raft<TypeConfig>) {
                 }
             };
             let raft = raft.clone();
+            let proposer = proposer.clone();
             tokio::spawn(async move {
-                if let Err(e) = serve_connection(stream, raft).await {
+                if let Err(e) = serve_connection(stream, raft, proposer).await {
                     tracing::debug!(%peer, error = %e, "raft RPC connection closed");
                 }
             });
@@ -101,7 +108,11 @@ pub fn serve(listener: TcpListener, raft: Raft<TypeConfig>) {
     });
 }
 
-async fn serve_connection(mut stream: TcpStream, raft: Raft<TypeConfig>) -> Result<(), FrameError> {
+async fn serve_connection(
+    mut stream: TcpStream,
+    raft: Raft<TypeConfig>,
+    proposer: Proposer,
+) -> Result<(), FrameError> {
     stream.set_nodelay(true)?;
     loop {
         let request: RpcRequest = match read_frame(&mut stream).await {
@@ -116,6 +127,15 @@ async fn serve_connection(mut stream: TcpStream, raft: Raft<TypeConfig>) -> Resu
             RpcRequest::Vote(r) => RpcResponse::Vote(raft.vote(r).await),
             RpcRequest::Append(r) => RpcResponse::Append(raft.append_entries(r).await),
             RpcRequest::Snapshot(r) => RpcResponse::Snapshot(raft.install_snapshot(r).await),
+            // Proposed here only if this node still leads: a forwarded
+            // write is never forwarded again, so it cannot loop.
+            RpcRequest::Propose(command) => {
+                RpcResponse::Proposed(if raft.current_leader().await == Some(raft_id(&raft)) {
+                    proposer.propose(command).await
+                } else {
+                    Err(WriteError::NoLeader)
+                })
+            }
         };
         write_frame(&mut stream, &response).await?;
     }
@@ -267,6 +287,75 @@ impl RaftNetwork<TypeConfig> for Connection {
             }),
             Ok(_) => Err(self.mismatch()),
             Err(e) => Err(e.into_rpc()),
+        }
+    }
+}
+
+fn raft_id(raft: &Raft<TypeConfig>) -> NodeId {
+    raft.metrics().borrow().id
+}
+
+/// Connections to the leader for forwarded writes, reused one exchange
+/// at a time (a write in flight holds its connection).
+#[derive(Default)]
+pub struct Forwarder {
+    idle: std::sync::Mutex<Vec<(Arc<str>, TcpStream)>>,
+}
+
+/// Keeps a few idle connections; more concurrent writes open more.
+const IDLE_FORWARD_CONNECTIONS: usize = 16;
+
+impl Forwarder {
+    /// Sends `command` to the leader at `addr` and waits for its outcome.
+    pub async fn write(
+        &self,
+        addr: &str,
+        command: Command,
+        timeout: Duration,
+    ) -> Result<(Index, Response), WriteError> {
+        let reused = self.idle.lock().ok().and_then(|mut idle| {
+            let at = idle.iter().position(|(a, _)| &**a == addr)?;
+            Some(idle.swap_remove(at).1)
+        });
+        let mut stream = match reused {
+            Some(s) => s,
+            None => {
+                let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+                    .await
+                    .map_err(|_| {
+                        WriteError::Raft(format!(
+                            "forwarding to the leader at {addr}: connect timed out"
+                        ))
+                    })?
+                    .map_err(|e| {
+                        WriteError::Raft(format!("forwarding to the leader at {addr}: {e}"))
+                    })?;
+                let _ = s.set_nodelay(true);
+                s
+            }
+        };
+        let exchange = async {
+            write_frame(&mut stream, &RpcRequest::Propose(command)).await?;
+            read_frame::<RpcResponse>(&mut stream).await
+        };
+        let answer = tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| {
+                WriteError::Raft(format!(
+                    "the leader at {addr} did not answer in {timeout:?}"
+                ))
+            })?
+            .map_err(|e| WriteError::Raft(format!("forwarding to the leader at {addr}: {e}")))?;
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < IDLE_FORWARD_CONNECTIONS {
+                idle.push((addr.into(), stream));
+            }
+        }
+        match answer {
+            RpcResponse::Proposed(outcome) => outcome,
+            _ => Err(WriteError::Raft(format!(
+                "the leader at {addr} answered a different RPC"
+            ))),
         }
     }
 }
