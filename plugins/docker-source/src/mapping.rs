@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use go_duration::DurationError;
 use serde_json::{Map, Value};
 
 /// A published or exposed port of a container (one Docker binding).
@@ -735,51 +736,11 @@ pub fn parse_duration_ms(s: &str) -> Result<u32, String> {
             .and_then(|ms| u32::try_from(ms).ok())
             .ok_or_else(too_long);
     }
-    let mut total_ns: u128 = 0;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits_end = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .ok_or_else(|| format!("{NOT} (missing unit)"))?;
-        let (number, tail) = rest.split_at(digits_end);
-        let unit_end = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_end);
-        let unit_ns: u128 = match unit {
-            "ns" => 1,
-            "us" | "µs" | "μs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            _ => return Err(NOT.to_string()),
-        };
-        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-        if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
-            return Err(NOT.to_string());
-        }
-        let whole: u128 = if whole.is_empty() {
-            0
-        } else {
-            whole.parse().map_err(|_| too_long())?
-        };
-        let mut part = whole.checked_mul(unit_ns).ok_or_else(too_long)?;
-        // Digits past the 18th cannot change the result by a nanosecond of
-        // any unit up to hours; dropping them keeps the arithmetic in range.
-        let fraction = &fraction[..fraction.len().min(18)];
-        if !fraction.is_empty() {
-            let numerator: u128 = fraction.parse().map_err(|_| NOT.to_string())?;
-            let scale = 10u128.pow(fraction.len() as u32);
-            part = part
-                .checked_add(numerator * unit_ns / scale)
-                .ok_or_else(too_long)?;
-        }
-        total_ns = total_ns.checked_add(part).ok_or_else(too_long)?;
-        rest = tail;
-    }
-    let ms = total_ns.div_ceil(1_000_000);
-    u32::try_from(ms).map_err(|_| too_long())
+    go_duration::parse_ms(s).map_err(|e| match e {
+        DurationError::NotADuration => NOT.to_string(),
+        DurationError::MissingUnit => format!("{NOT} (missing unit)"),
+        DurationError::TooLong => too_long(),
+    })
 }
 
 fn too_long() -> String {
