@@ -26,13 +26,13 @@ fn main() {
         .to_path_buf();
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    for dir in ["plugins", "wit"] {
-        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    // Relative to host/: cargo gives workspace members the same build hash
+    // in every checkout sharing a target dir (CI clones use the developer's
+    // /var/cache one), so an absolute path would keep watching the checkout
+    // that built last and miss changes in this one.
+    for watched in ["../plugins", "../wit", "../Cargo.lock"] {
+        println!("cargo:rerun-if-changed={watched}");
     }
-    println!(
-        "cargo:rerun-if-changed={}",
-        root.join("Cargo.lock").display()
-    );
 
     let target_dir = out.join("plugin-target");
     let mut cmd = Command::new(cargo);
