@@ -45,12 +45,58 @@ enum Cmd {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Ask the agent to join a server (its addresses.server, IP[:PORT]).
+    Join {
+        address: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Leave the cluster gracefully and stop the agent.
+    Leave {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove a failed node from the cluster (and a server from Raft).
+    ForceLeave {
+        node: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Cluster operator tools.
+    Operator {
+        #[command(subcommand)]
+        cmd: OperatorCmd,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Inspect and measure WebAssembly plugins.
     Plugin {
         #[command(subcommand)]
         cmd: PluginCmd,
         #[command(flatten)]
         client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorCmd {
+    /// The Raft configuration.
+    Raft {
+        #[command(subcommand)]
+        cmd: RaftCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum RaftCmd {
+    /// Servers in the Raft configuration, with the leader and voters.
+    ListPeers,
+    /// Remove a server (by -id or -address) from the configuration.
+    RemovePeer {
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        address: Option<String>,
     },
 }
 
@@ -105,11 +151,16 @@ struct AgentArgs {
     dns_addr: Option<String>,
     #[arg(long)]
     server_addr: Option<String>,
-    /// Run as a server (the only mode in this build).
+    /// Run as a server (without it, a client agent).
     #[arg(long)]
     server: bool,
+    /// Start the cluster once this many servers are present.
     #[arg(long)]
     bootstrap_expect: Option<u32>,
+    /// A server's addresses.server to join, retried until it answers
+    /// (repeatable).
+    #[arg(long = "retry-join", value_name = "ADDR")]
+    retry_join: Vec<String>,
 }
 
 #[derive(Args, Clone)]
@@ -195,6 +246,16 @@ pub fn main() -> ExitCode {
         Cmd::Kv { cmd, client } => kv(&Client::new(&client.http_addr), cmd),
         Cmd::Catalog { cmd, client } => catalog(&Client::new(&client.http_addr), cmd),
         Cmd::Members { client } => members(&Client::new(&client.http_addr)),
+        Cmd::Join { address, client } => Client::new(&client.http_addr)
+            .call("PUT", &format!("/v1/agent/join/{address}"), Some(b""))
+            .map(|_| println!("Successfully joined cluster by contacting 1 nodes.")),
+        Cmd::Leave { client } => Client::new(&client.http_addr)
+            .call("PUT", "/v1/agent/leave", Some(b""))
+            .map(|_| println!("Graceful leave complete")),
+        Cmd::ForceLeave { node, client } => Client::new(&client.http_addr)
+            .call("PUT", &format!("/v1/agent/force-leave/{node}"), Some(b""))
+            .map(|_| ()),
+        Cmd::Operator { cmd, client } => operator(&Client::new(&client.http_addr), cmd),
         Cmd::Plugin {
             cmd: PluginCmd::List { json },
             client,
@@ -233,6 +294,7 @@ fn run_agent(a: AgentArgs) -> anyhow::Result<()> {
         server_addr: a.server_addr,
         server: a.server,
         bootstrap_expect: a.bootstrap_expect,
+        retry_join: a.retry_join,
     };
     let config = Config::load(&flags)?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -435,6 +497,53 @@ fn catalog(c: &Client, cmd: CatalogCmd) -> anyhow::Result<()> {
                     s("Datacenter")
                 );
             }
+            Ok(())
+        }
+    }
+}
+
+fn operator(c: &Client, cmd: OperatorCmd) -> anyhow::Result<()> {
+    let OperatorCmd::Raft { cmd } = cmd;
+    match cmd {
+        RaftCmd::ListPeers => {
+            let conf = c
+                .get_json("/v1/operator/raft/configuration")?
+                .unwrap_or(Value::Null);
+            println!(
+                "{:<20} {:<38} {:<22} {:<10} {:<6} RaftProtocol",
+                "Node", "ID", "Address", "State", "Voter"
+            );
+            for s in conf["Servers"].as_array().into_iter().flatten() {
+                let text = |k: &str| s[k].as_str().unwrap_or("").to_string();
+                let state = if s["Leader"] == true {
+                    "leader"
+                } else {
+                    "follower"
+                };
+                let voter = if s["Voter"] == true {
+                    "voter"
+                } else {
+                    "learner"
+                };
+                println!(
+                    "{:<20} {:<38} {:<22} {:<10} {:<6} 3",
+                    text("Node"),
+                    text("ID"),
+                    text("Address"),
+                    state,
+                    voter
+                );
+            }
+            Ok(())
+        }
+        RaftCmd::RemovePeer { id, address } => {
+            let query = match (id, address) {
+                (Some(id), _) => format!("id={id}"),
+                (None, Some(a)) => format!("address={a}"),
+                (None, None) => bail!("give -id or -address of the server to remove"),
+            };
+            c.call("DELETE", &format!("/v1/operator/raft/peer?{query}"), None)?;
+            println!("Removed peer with {query}");
             Ok(())
         }
     }

@@ -90,6 +90,12 @@ pub struct ConfigFile {
     pub server: Option<bool>,
     pub bootstrap_expect: Option<u32>,
     pub retry_join: Option<Vec<String>>,
+    /// How long a node may go without a heartbeat before the leader marks
+    /// it failed (a Go duration; default "5s").
+    pub node_timeout: Option<String>,
+    /// Client agents: how often anti-entropy compares everything (default
+    /// "60s"; changes are synced at once regardless).
+    pub sync_interval: Option<String>,
     pub log_level: Option<String>,
     /// Log entries between snapshots (Consul's `raft_snapshot_threshold`).
     pub raft_snapshot_threshold: Option<u64>,
@@ -123,6 +129,8 @@ impl ConfigFile {
             server,
             bootstrap_expect,
             retry_join,
+            node_timeout,
+            sync_interval,
             log_level,
             raft_snapshot_threshold,
             plugin_cache_dir,
@@ -161,7 +169,10 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     pub server: bool,
     pub bootstrap_expect: u32,
+    /// Servers' `addresses.server` (IP:PORT; a bare IP means port 8300).
     pub retry_join: Vec<String>,
+    pub node_timeout: std::time::Duration,
+    pub sync_interval: std::time::Duration,
     pub log_level: String,
     pub raft_snapshot_threshold: u64,
     pub plugin_cache_dir: Option<PathBuf>,
@@ -311,6 +322,7 @@ pub struct Flags {
     pub server_addr: Option<String>,
     pub server: bool,
     pub bootstrap_expect: Option<u32>,
+    pub retry_join: Vec<String>,
 }
 
 /// Reads one TOML file; toml's errors already carry line and column.
@@ -338,6 +350,18 @@ fn read_path(path: &Path) -> anyhow::Result<Vec<ConfigFile>> {
 fn parse_addr(what: &str, s: &str) -> anyhow::Result<SocketAddr> {
     s.parse()
         .with_context(|| format!("{what}: '{s}' is not an address of the form IP:PORT"))
+}
+
+/// A `retry_join` entry: IP:PORT, or a bare IP on Consul's port 8300.
+fn join_addr(s: &str) -> anyhow::Result<String> {
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, 8300).to_string());
+    }
+    parse_addr("retry_join", s).map(|a| a.to_string())
+}
+
+fn duration_key(key: &str, s: &str) -> anyhow::Result<std::time::Duration> {
+    crate::api::parse_duration(s).map_err(|e| anyhow::anyhow!("{key} = '{s}': {e}"))
 }
 
 fn default_node_name() -> String {
@@ -395,7 +419,21 @@ impl Config {
                 .bootstrap_expect
                 .or(merged.bootstrap_expect)
                 .unwrap_or(0),
-            retry_join: merged.retry_join.unwrap_or_default(),
+            retry_join: {
+                let mut all = merged.retry_join.unwrap_or_default();
+                all.extend(flags.retry_join.iter().cloned());
+                all.iter()
+                    .map(|a| join_addr(a))
+                    .collect::<anyhow::Result<Vec<_>>>()?
+            },
+            node_timeout: duration_key(
+                "node_timeout",
+                merged.node_timeout.as_deref().unwrap_or("5s"),
+            )?,
+            sync_interval: duration_key(
+                "sync_interval",
+                merged.sync_interval.as_deref().unwrap_or("60s"),
+            )?,
             log_level: merged.log_level.unwrap_or_else(|| "info".into()),
             raft_snapshot_threshold: merged.raft_snapshot_threshold.unwrap_or(16_384),
             plugin_cache_dir: merged.plugin_cache_dir,
@@ -437,11 +475,23 @@ impl Config {
                 self.raft_snapshot_threshold
             );
         }
-        if !self.server {
-            bail!("server = false (a client agent) needs servers to join, which this build does not support yet; set server = true");
+        if !self.server && self.bootstrap_expect > 0 {
+            bail!(
+                "bootstrap_expect = {} is for servers; set server = true or remove it",
+                self.bootstrap_expect
+            );
         }
-        if self.bootstrap_expect > 1 || !self.retry_join.is_empty() {
-            bail!("bootstrap_expect > 1 and retry_join need multi-server clustering, which this build does not support yet; use bootstrap_expect = 1");
+        if self.node_timeout < std::time::Duration::from_millis(500) {
+            bail!(
+                "node_timeout = {:?} is too short (at least 500ms)",
+                self.node_timeout
+            );
+        }
+        if self.sync_interval < std::time::Duration::from_secs(1) {
+            bail!(
+                "sync_interval = {:?} is too short (at least 1s)",
+                self.sync_interval
+            );
         }
         self.validate_plugins()
     }

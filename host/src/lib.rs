@@ -5,6 +5,7 @@ pub mod agent;
 pub mod api;
 pub mod catalog;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod dns;
 pub mod health;

@@ -8,7 +8,10 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use crate::agent::{Agent, Identity};
+use crate::api::forward::PeerServices;
 use crate::api::{self, AppState};
+use crate::cluster::rpc::{MemberInfo, Role};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::raft::{Consensus, NodeId, Storage};
 
@@ -22,7 +25,13 @@ fn node_id(config: &Config) -> anyhow::Result<uuid::Uuid> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating data_dir {}", dir.display()))?;
     let id_path = dir.join("node-id");
     let store = dir.join("raft.redb");
-    match (id_path.exists(), store.exists()) {
+    // A client agent keeps no Raft store: its ID is all it persists.
+    let store_exists = if config.server {
+        store.exists()
+    } else {
+        id_path.exists()
+    };
+    match (id_path.exists(), store_exists) {
         (true, true) => {
             let text = std::fs::read_to_string(&id_path).with_context(|| format!("reading {}", id_path.display()))?;
             uuid::Uuid::parse_str(text.trim())
@@ -102,31 +111,103 @@ async fn start_plugins(config: &Config) -> anyhow::Result<crate::plugins::Plugin
     Ok(registry)
 }
 
+/// The address others reach `addr` at: an unspecified IP is advertised
+/// as 127.0.0.1.
+fn advertised(addr: std::net::SocketAddr) -> String {
+    match addr.ip() {
+        ip if ip.is_unspecified() => format!("127.0.0.1:{}", addr.port()),
+        _ => addr.to_string(),
+    }
+}
+
+/// Waits for a Raft leader, saying every 10 s that it is still waiting.
+async fn wait_for_leader(consensus: &Consensus) {
+    while !consensus.wait_for_leader(Duration::from_secs(10)).await {
+        tracing::warn!(
+            "no cluster leader yet: waiting for servers to join (bootstrap_expect, retry_join)"
+        );
+    }
+}
+
 /// Runs a node until SIGINT/SIGTERM or `PUT /v1/agent/leave`.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let uuid = node_id(&config)?;
-    let storage = match &config.data_dir {
-        Some(dir) => Storage::Disk(dir.clone()),
-        None => Storage::Memory,
-    };
     let advertise = match config.server_addr.ip() {
         ip if ip.is_unspecified() => "127.0.0.1".to_string(),
         ip => ip.to_string(),
     };
     let raft_addr = format!("{advertise}:{}", config.server_addr.port());
-    let consensus = Consensus::start(
-        raft_id(&uuid),
-        &raft_addr,
-        &storage,
-        config.bootstrap_expect == 1,
-        config.raft_snapshot_threshold,
-        // A single server has no peers; the RPC listener comes with joining.
-        None,
-    )
-    .await?;
-    if !consensus.wait_for_leader(Duration::from_secs(10)).await {
-        bail!("no Raft leader after 10s (is bootstrap_expect = 1 set for a single server?)");
-    }
+    let role = if config.server {
+        Role::Server
+    } else {
+        Role::Client
+    };
+    let me = MemberInfo {
+        id: raft_id(&uuid),
+        name: config.node_name.clone(),
+        role,
+        rpc: if config.server {
+            raft_addr.clone()
+        } else {
+            String::new()
+        },
+        http: advertised(config.http_addr),
+        dns: advertised(config.dns_addr),
+    };
+    let settings = crate::cluster::Settings {
+        bootstrap_expect: config.bootstrap_expect,
+        retry_join: config.retry_join.clone(),
+        node_timeout: config.node_timeout,
+        sync_interval: config.sync_interval,
+    };
+    let (consensus, cluster, peers) = if config.server {
+        let storage = match &config.data_dir {
+            Some(dir) => Storage::Disk(dir.clone()),
+            None => Storage::Memory,
+        };
+        // Bound before Raft starts, so a port in use stops the node at once.
+        let listener = tokio::net::TcpListener::bind(config.server_addr)
+            .await
+            .with_context(|| format!("binding addresses.server on {}", config.server_addr))?;
+        let consensus = Consensus::start(
+            raft_id(&uuid),
+            &raft_addr,
+            &storage,
+            config.bootstrap_expect == 1,
+            config.raft_snapshot_threshold,
+        )
+        .await?;
+        let cluster = Cluster::new(me, settings, Some(consensus.clone()));
+        let peers = PeerServices::new(cluster.clone());
+        consensus.serve_rpc(listener, peers.clone());
+        (consensus, cluster, Some(peers))
+    } else {
+        // A client agent's own services and checks live in a private
+        // catalog (the same code, one voter of its own, never part of the
+        // cluster's Raft), kept in data_dir/local so that they survive a
+        // restart as Consul's data_dir/services do; anti-entropy copies
+        // them to the servers.
+        let storage = match &config.data_dir {
+            Some(dir) => {
+                let local = dir.join("local");
+                std::fs::create_dir_all(&local)
+                    .with_context(|| format!("creating {}", local.display()))?;
+                Storage::Disk(local)
+            }
+            None => Storage::Memory,
+        };
+        let local = Consensus::start(
+            raft_id(&uuid),
+            "local",
+            &storage,
+            true,
+            config.raft_snapshot_threshold,
+        )
+        .await?;
+        (local, Cluster::new(me, settings, None), None)
+    };
+    cluster.start(config.node_name.clone());
+    wait_for_leader(&consensus).await;
     let plugins = start_plugins(&config).await?;
     let agent = Agent::new(
         Identity {
@@ -134,16 +215,32 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             node_id: uuid.to_string(),
             datacenter: config.datacenter.clone(),
             address: advertise,
+            meta: cluster.node_meta(),
         },
         consensus.clone(),
         plugins.clone(),
     );
     agent.start().await?;
+    if role == Role::Client {
+        let (c, local, name, every) = (
+            cluster.clone(),
+            consensus.clone(),
+            config.node_name.clone(),
+            config.sync_interval,
+        );
+        tokio::spawn(crate::cluster::anti_entropy::run(c, local, name, every));
+    }
     let sources = crate::sources::Sources::start(&config, agent.clone(), plugins.clone()).await?;
     for block in &config.exporters {
         tracing::warn!(name = %block.name, plugin = %block.plugin, "exporter plugins are not run by this build yet; ignoring the block");
     }
-    let dns = crate::dns::start(&config, &consensus).await?;
+    let dns = match role {
+        Role::Server => Some(crate::dns::start(&config, &consensus).await?),
+        Role::Client => {
+            crate::cluster::dns_relay::start(config.dns_addr, cluster.clone()).await?;
+            None
+        }
+    };
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding the HTTP API on {}", config.http_addr))?;
@@ -152,7 +249,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         http = %config.http_addr,
         dns = %config.dns_addr,
         datacenter = %config.datacenter,
-        mode = if config.dev { "dev (in memory)" } else { "server" },
+        mode = if config.dev { "dev (in memory)" } else { role.as_str() },
         "muster agent running"
     );
     let state = Arc::new(AppState {
@@ -162,7 +259,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         plugins,
         sources,
         renders: Default::default(),
+        cluster,
     });
+    let router = api::router(state);
+    if let Some(peers) = &peers {
+        peers.set_router(router.clone());
+    }
     let leave = agent.clone();
     let shutdown = async move {
         let mut term =
@@ -180,8 +282,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         tracing::info!("shutting down");
     };
-    api::serve(listener, state, shutdown).await?;
-    dns.shutdown().await;
+    api::serve(listener, router, shutdown).await?;
+    if let Some(dns) = dns {
+        dns.shutdown().await;
+    }
     consensus.shutdown().await;
     Ok(())
 }

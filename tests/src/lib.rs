@@ -77,6 +77,11 @@ pub struct AgentOptions {
     pub http_port: Option<u16>,
     pub server_port: Option<u16>,
     pub dns_port: Option<u16>,
+    /// The loopback IP every address binds (default 127.0.0.1).
+    pub ip: Option<String>,
+    /// Replaces the mode flags (`--server --bootstrap-expect 1` with a data
+    /// dir, `--dev` without): cluster members pass their own.
+    pub mode: Option<Vec<String>>,
     pub extra_args: Vec<String>,
 }
 
@@ -115,11 +120,13 @@ impl Agent {
 
     /// Starts an agent without waiting for it.
     pub fn spawn(opts: &AgentOptions) -> Agent {
-        let http = format!("127.0.0.1:{}", opts.http_port.unwrap_or_else(free_port));
-        let server_addr = format!("127.0.0.1:{}", opts.server_port.unwrap_or_else(free_port));
+        let ip = opts.ip.clone().unwrap_or_else(|| "127.0.0.1".into());
+        let http = format!("{ip}:{}", opts.http_port.unwrap_or_else(free_port));
+        let server_addr = format!("{ip}:{}", opts.server_port.unwrap_or_else(free_port));
         // Every test agent gets its own DNS port: 8600 is for people.
-        let dns =
-            std::net::SocketAddr::from(([127, 0, 0, 1], opts.dns_port.unwrap_or_else(free_port)));
+        let dns: std::net::SocketAddr = format!("{ip}:{}", opts.dns_port.unwrap_or_else(free_port))
+            .parse()
+            .expect("DNS address");
         let node = opts
             .node
             .clone()
@@ -138,12 +145,18 @@ impl Agent {
             "--dns-addr",
             &dns.to_string(),
         ]);
-        match &opts.data_dir {
-            Some(d) => {
+        match (&opts.mode, &opts.data_dir) {
+            (Some(mode), dir) => {
+                cmd.args(mode);
+                if let Some(d) = dir {
+                    cmd.arg("--data-dir").arg(d);
+                }
+            }
+            (None, Some(d)) => {
                 cmd.args(["--server", "--bootstrap-expect", "1", "--data-dir"])
                     .arg(d);
             }
-            None => {
+            (None, None) => {
                 cmd.arg("--dev");
             }
         }
@@ -246,6 +259,21 @@ impl Agent {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Sends a signal (STOP, CONT, TERM) to the process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Whether the process still runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
 }
 
 impl Drop for Agent {
@@ -254,6 +282,9 @@ impl Drop for Agent {
         let _ = self.child.wait();
     }
 }
+
+pub mod cluster;
+pub mod history;
 
 /// A response, read whole.
 #[derive(Debug)]

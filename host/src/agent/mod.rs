@@ -32,6 +32,21 @@ pub struct Identity {
     pub node_id: String,
     pub datacenter: String,
     pub address: String,
+    /// Node meta: the role and addresses other members find it by.
+    pub meta: crate::catalog::types::Meta,
+}
+
+/// The node-level check in `status`, as an agent registers it.
+pub fn node_check(status: CheckStatus) -> CheckSpec {
+    CheckSpec {
+        id: NODE_CHECK_ID.into(),
+        name: "Serf Health Status".into(),
+        status,
+        notes: String::new(),
+        output: crate::cluster::ALIVE_OUTPUT.into(),
+        service_id: String::new(),
+        definition: CheckDefinition::default(),
+    }
 }
 
 /// The agent; one per process.
@@ -83,7 +98,7 @@ impl Agent {
                 ("wan".to_string(), self.identity.address.clone()),
             ]
             .into(),
-            meta: Default::default(),
+            meta: self.identity.meta.clone(),
         }
     }
 
@@ -94,15 +109,7 @@ impl Agent {
             node: self.node_spec(),
             skip_node_update: false,
             service: None,
-            checks: vec![CheckSpec {
-                id: NODE_CHECK_ID.into(),
-                name: "Serf Health Status".into(),
-                status: CheckStatus::Passing,
-                notes: String::new(),
-                output: "Agent alive and reachable".into(),
-                service_id: String::new(),
-                definition: CheckDefinition::default(),
-            }],
+            checks: vec![node_check(CheckStatus::Passing)],
         };
         self.write(Command::Register(reg))
             .await

@@ -41,28 +41,44 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/agent/check/update/{id}", put(update))
         .route("/v1/agent/join/{addr}", put(join))
         .route("/v1/agent/leave", put(leave))
+        .route("/v1/agent/force-leave/{node}", put(force_leave))
 }
 
-fn member(state: &AppState) -> Value {
-    let id = &state.agent.identity;
-    let port = state.config.server_addr.port();
+fn member_json(m: &crate::cluster::Member, dc: &str) -> Value {
+    let role = match m.role {
+        crate::cluster::rpc::Role::Server => "consul",
+        crate::cluster::rpc::Role::Client => "node",
+    };
     json!({
-        "Name": id.node_name,
-        "Addr": id.address,
-        "Port": port,
+        "Name": m.name,
+        "Addr": m.address,
+        "Port": m.rpc_port,
         "Tags": {
-            "role": "consul",
-            "dc": id.datacenter,
-            "port": port.to_string(),
+            "role": role,
+            "dc": dc,
+            "port": m.rpc_port.to_string(),
             "build": env!("CARGO_PKG_VERSION"),
-            "id": id.node_id,
-            "bootstrap": "1",
+            "id": m.id,
             "vsn": "2", "vsn_min": "2", "vsn_max": "3",
         },
-        "Status": 1,
+        "Status": m.status as u8,
         "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2,
         "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 4,
     })
+}
+
+/// This agent as a member (from what it knows of itself).
+fn member(state: &AppState) -> Value {
+    let id = &state.agent.identity;
+    let me = crate::cluster::Member {
+        name: id.node_name.clone(),
+        address: id.address.clone(),
+        role: state.cluster.role(),
+        status: crate::cluster::MemberStatus::Alive,
+        id: id.node_id.clone(),
+        rpc_port: state.config.server_addr.port(),
+    };
+    member_json(&me, &id.datacenter)
 }
 
 async fn agent_self(state: State) -> Response {
@@ -86,8 +102,16 @@ async fn agent_self(state: State) -> Response {
     }))
 }
 
-async fn members(state: State) -> Response {
-    super::json(json!([member(&state)]))
+/// Every agent in the catalog with its role and status (on a client
+/// agent this is forwarded to a server).
+async fn members(state: State) -> Result<Response, ApiError> {
+    let dc = state.config.datacenter.clone();
+    let st = super::catalog_read(&state.consensus)?;
+    let all: Vec<Value> = crate::cluster::members(&st.catalog)
+        .iter()
+        .map(|m| member_json(m, &dc))
+        .collect();
+    Ok(super::json(Value::Array(all)))
 }
 
 async fn services(state: State, Query(p): Query) -> Result<Response, ApiError> {
@@ -682,18 +706,85 @@ async fn node_maintenance(state: State, Query(p): Query) -> Result<Response, Api
     .await
 }
 
+/// `muster join ADDR`: one join attempt against a server's
+/// `addresses.server` (IP:PORT, or an IP on port 8300).
 async fn join(state: State, Path(addr): Path<String>) -> Result<Response, ApiError> {
-    let own = state.config.server_addr.to_string();
-    if addr == own || addr == state.config.server_addr.ip().to_string() {
+    let target = match addr.parse::<std::net::IpAddr>() {
+        Ok(ip) => std::net::SocketAddr::new(ip, 8300).to_string(),
+        Err(_) => addr
+            .parse::<std::net::SocketAddr>()
+            .map_err(|_| ApiError::bad_request(format!("address '{addr}' is not IP:PORT")))?
+            .to_string(),
+    };
+    if target == state.cluster.me.rpc {
         return Ok(StatusCode::OK.into_response());
     }
-    Err(ApiError::internal(format!(
-        "cannot join {addr}: this build runs a single server; multi-server clustering is not available yet"
-    )))
+    state
+        .cluster
+        .join(&target)
+        .await
+        .map_err(|e| ApiError::internal(format!("cannot join {target}: {e}")))?;
+    Ok(StatusCode::OK.into_response())
 }
 
-async fn leave(state: State) -> Response {
-    tracing::info!("leave requested over the API; shutting down");
+/// A graceful leave: the node is marked left (its services leave healthy
+/// answers), a server leaves the Raft voters, then the agent stops.
+async fn leave(state: State) -> Result<Response, ApiError> {
+    tracing::info!("leave requested over the API");
+    let node = state.agent.identity.node_name.clone();
+    if let Err(e) = state.cluster.leave(&node).await {
+        // Stopping anyway: the leader marks the node failed once its
+        // heartbeats stop, which is what a leave that cannot reach the
+        // cluster comes to.
+        tracing::warn!(error = %e, "leaving the cluster gracefully failed; stopping anyway");
+    }
     state.agent.leave.notify_one();
-    StatusCode::OK.into_response()
+    Ok(StatusCode::OK.into_response())
+}
+
+/// Removes a failed node: from the Raft voters if it is a server, then from
+/// the catalog. An alive node is refused: it would only come back.
+async fn force_leave(state: State, Path(node): Path<String>) -> Result<Response, ApiError> {
+    let (status, rpc) = {
+        let st = super::catalog_read(&state.consensus)?;
+        let member = crate::cluster::members(&st.catalog)
+            .into_iter()
+            .find(|m| m.name == node)
+            .ok_or_else(|| ApiError::not_found(format!("Unknown node: {node}")))?;
+        let rpc = st
+            .catalog
+            .node(&node)
+            .and_then(|n| n.meta.get(crate::cluster::META_RPC).cloned());
+        (member.status, rpc)
+    };
+    if status == crate::cluster::MemberStatus::Alive {
+        return Err(ApiError::bad_request(format!(
+            "node {node} is alive; force-leave removes only failed or left nodes"
+        )));
+    }
+    if let Some(addr) = rpc {
+        let raft_id = state
+            .consensus
+            .membership()
+            .into_iter()
+            .find(|(_, a, _)| *a == addr)
+            .map(|(id, _, _)| id);
+        if let Some(id) = raft_id {
+            state
+                .cluster
+                .remove_server(id)
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+        }
+    }
+    state
+        .agent
+        .write(crate::catalog::Command::Deregister {
+            node: node.clone(),
+            service_id: None,
+            check_id: None,
+        })
+        .await?;
+    tracing::info!(%node, "force-left");
+    Ok(StatusCode::OK.into_response())
 }

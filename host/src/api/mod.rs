@@ -9,9 +9,11 @@ pub(crate) mod agent;
 mod catalog;
 pub(crate) mod decode;
 mod filter;
+pub mod forward;
 mod health;
 mod kv;
 mod muster;
+mod operator;
 mod render;
 mod server;
 mod session;
@@ -43,6 +45,7 @@ pub struct AppState {
     pub plugins: crate::plugins::Plugins,
     pub sources: crate::sources::Sources,
     pub renders: Renders,
+    pub cluster: Arc<crate::cluster::Cluster>,
 }
 
 /// Shared state as handlers receive it.
@@ -64,8 +67,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(session::routes())
         .merge(txn::routes())
         .merge(status::routes())
+        .merge(operator::routes())
         .merge(muster::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "Not found: no such endpoint") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            forward::forward,
+        ))
         .with_state(state)
 }
 
@@ -560,7 +568,10 @@ pub fn consul_headers(state: &AppState, response: &mut Response, index: Index) {
         KNOWN_LEADER,
         HeaderValue::from_static(if known { "true" } else { "false" }),
     );
-    h.insert(LAST_CONTACT, HeaderValue::from_static("0"));
+    h.insert(
+        LAST_CONTACT,
+        HeaderValue::from(state.consensus.last_contact_ms()),
+    );
 }
 
 fn json_bytes(v: &Value, pretty: bool) -> Vec<u8> {
@@ -592,9 +603,9 @@ pub fn json(v: Value) -> Response {
 /// Serves the HTTP API until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    state: Arc<AppState>,
+    router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    server::run(listener, router(state), shutdown).await;
+    server::run(listener, router, shutdown).await;
     Ok(())
 }

@@ -56,6 +56,7 @@ const MAX_TTL: Duration = Duration::from_secs(86_400);
 async fn create(
     state: State,
     Query(p): Query,
+    headers: axum::http::HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     check_dc(&state, &p)?;
@@ -97,8 +98,14 @@ async fn create(
     let session = NewSession {
         id: uuid::Uuid::new_v4().to_string(),
         name: b.name,
+        // A client agent forwards its requests: the session belongs to
+        // the node that received it, as in Consul.
         node: if b.node.is_empty() {
-            state.agent.identity.node_name.clone()
+            headers
+                .get(&super::forward::ORIGIN_NODE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+                .unwrap_or_else(|| state.agent.identity.node_name.clone())
         } else {
             b.node
         },

@@ -56,7 +56,7 @@ pub struct Registration {
 }
 
 /// The node part of a registration.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeSpec {
     pub id: String,
     pub name: String,
@@ -67,7 +67,7 @@ pub struct NodeSpec {
 }
 
 /// The service part of a registration.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceSpec {
     pub id: String,
     pub name: String,
@@ -80,7 +80,7 @@ pub struct ServiceSpec {
 }
 
 /// A check in a registration.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckSpec {
     pub id: String,
     pub name: String,

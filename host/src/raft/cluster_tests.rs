@@ -11,7 +11,7 @@ use crate::catalog::Command;
 async fn node(id: NodeId, ip: &str) -> (Consensus, String) {
     let listener = tokio::net::TcpListener::bind((ip, 0)).await.expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
-    let c = Consensus::start(id, &addr, &Storage::Memory, false, 10_000, Some(listener))
+    let c = Consensus::start(id, &addr, &Storage::Memory, false, 10_000)
         .await
         .expect("start");
     (c, addr)

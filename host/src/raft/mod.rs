@@ -13,7 +13,10 @@ mod cluster_tests;
 mod log_store;
 mod network;
 mod proposer;
+mod read_barrier;
 mod state_machine;
+
+pub use network::{Forwarder, RpcServices};
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -80,6 +83,12 @@ pub struct Consensus {
     /// Kept rather than asked for per call: every HTTP answer reads it.
     metrics: watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
     watches: Arc<Watches>,
+    /// Coalesces `?consistent` reads: one leadership confirmation serves
+    /// every read that arrived before it started.
+    reads: Arc<read_barrier::ReadBarrier>,
+    /// When the leader last sent entries or a heartbeat (ms on `clock`).
+    last_contact: Arc<std::sync::atomic::AtomicU64>,
+    clock: tokio::time::Instant,
 }
 
 impl Consensus {
@@ -93,7 +102,6 @@ impl Consensus {
         storage: &Storage,
         bootstrap: bool,
         snapshot_threshold: u64,
-        rpc: Option<tokio::net::TcpListener>,
     ) -> anyhow::Result<Consensus> {
         let watches = Arc::new(Watches::default());
         let (log, sm) = match storage {
@@ -129,9 +137,6 @@ impl Consensus {
             .await
             .context("starting raft")?;
         let proposer = proposer::Proposer::start(raft.clone());
-        if let Some(listener) = rpc {
-            network::serve(listener, raft.clone(), proposer.clone());
-        }
         if bootstrap && !raft.is_initialized().await.context("raft state")? {
             let members = BTreeMap::from([(id, BasicNode::new(raft_addr))]);
             raft.initialize(members)
@@ -144,11 +149,137 @@ impl Consensus {
             forwarder: Arc::new(network::Forwarder::default()),
             metrics: raft.metrics(),
             watches,
+            reads: Arc::new(read_barrier::ReadBarrier::new(raft.clone())),
+            last_contact: Default::default(),
+            clock: tokio::time::Instant::now(),
             raft,
             id,
             state,
             applied,
         })
+    }
+
+    /// Serves peers on `listener`: Raft, forwarded writes, and `services`
+    /// (the cluster protocol and forwarded HTTP requests).
+    pub fn serve_rpc(&self, listener: tokio::net::TcpListener, services: Arc<dyn RpcServices>) {
+        network::serve(
+            listener,
+            network::Served {
+                raft: self.raft.clone(),
+                proposer: self.proposer.clone(),
+                services,
+                last_contact: self.last_contact.clone(),
+                clock: self.clock,
+            },
+        );
+    }
+
+    /// Milliseconds since the leader was last heard from (0 on the leader),
+    /// for `X-Consul-LastContact`.
+    pub fn last_contact_ms(&self) -> u64 {
+        if self.is_leader() {
+            return 0;
+        }
+        let at = self.last_contact.load(std::sync::atomic::Ordering::Relaxed);
+        (self.clock.elapsed().as_millis() as u64).saturating_sub(at)
+    }
+
+    /// Whether this server belongs to a Raft configuration yet.
+    pub fn is_initialized(&self) -> bool {
+        let m = self.metrics.borrow();
+        let initialized = m.membership_config.membership().nodes().next().is_some();
+        initialized
+    }
+
+    /// Whether this server is a voter of the configuration it knows.
+    pub fn is_voter(&self) -> bool {
+        let m = self.metrics.borrow();
+        let voter = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == self.id);
+        voter
+    }
+
+    /// How many voters the configuration has.
+    pub fn voter_count(&self) -> usize {
+        self.metrics
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .count()
+    }
+
+    /// The configuration: (ID, Raft address, voter?) of every member.
+    pub fn membership(&self) -> Vec<(NodeId, String, bool)> {
+        let m = self.metrics.borrow();
+        let membership = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, n)| (*id, n.addr.clone(), voters.contains(id)))
+            .collect()
+    }
+
+    /// The Raft index of the configuration in force.
+    pub fn membership_index(&self) -> u64 {
+        self.metrics
+            .borrow()
+            .membership_config
+            .log_id()
+            .map(|l| l.index)
+            .unwrap_or(0)
+    }
+
+    /// Adds a server (leader only): first as a learner that catches up,
+    /// then as a voter. Already a voter: nothing to do.
+    pub async fn add_voter(&self, id: NodeId, addr: &str) -> anyhow::Result<()> {
+        if self
+            .membership()
+            .iter()
+            .any(|(m, _, voter)| *m == id && *voter)
+        {
+            return Ok(());
+        }
+        self.raft
+            .add_learner(id, BasicNode::new(addr), true)
+            .await
+            .context("adding the server as a learner")?;
+        let mut voters: std::collections::BTreeSet<NodeId> = self
+            .membership()
+            .into_iter()
+            .filter(|(_, _, v)| *v)
+            .map(|(m, _, _)| m)
+            .collect();
+        voters.insert(id);
+        self.raft
+            .change_membership(voters, false)
+            .await
+            .context("promoting the server to voter")?;
+        Ok(())
+    }
+
+    /// Removes a server from the configuration (leader only).
+    pub async fn remove_voter(&self, id: NodeId) -> anyhow::Result<()> {
+        let members = self.membership();
+        if !members.iter().any(|(m, _, _)| *m == id) {
+            anyhow::bail!("no server with ID {id} in the Raft configuration");
+        }
+        let voters: std::collections::BTreeSet<NodeId> = members
+            .into_iter()
+            .filter(|(m, _, v)| *v && *m != id)
+            .map(|(m, _, _)| m)
+            .collect();
+        if voters.is_empty() {
+            anyhow::bail!("cannot remove the last voter");
+        }
+        self.raft
+            .change_membership(voters, false)
+            .await
+            .context("removing the server")?;
+        Ok(())
     }
 
     /// Bootstraps a cluster of these voters (ID → Raft address), once, on
@@ -203,11 +334,7 @@ impl Consensus {
     /// Confirms leadership with a quorum and waits for the state machine
     /// to catch up, so that the next read is linearizable (`?consistent`).
     pub async fn linearize(&self) -> Result<(), ReadError> {
-        self.raft
-            .ensure_linearizable()
-            .await
-            .map(|_| ())
-            .map_err(|_| ReadError::NoLeader)
+        self.reads.confirm().await
     }
 
     /// The applied state; hold the lock only while reading.

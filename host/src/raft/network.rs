@@ -24,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use super::proposer::Proposer;
 use super::{NodeId, TypeConfig, WriteError};
 use crate::catalog::{Command, Index, Response};
+use crate::cluster::rpc::{ClusterRequest, ClusterResponse, HttpRequest, HttpResponse};
 
 /// Largest frame accepted: a snapshot chunk or a batch of entries.
 const MAX_FRAME: usize = 64 << 20;
@@ -31,22 +32,38 @@ const MAX_FRAME: usize = 64 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 #[derive(Serialize, Deserialize)]
-enum RpcRequest {
+pub(crate) enum RpcRequest {
     Vote(VoteRequest<NodeId>),
     Append(AppendEntriesRequest<TypeConfig>),
     Snapshot(InstallSnapshotRequest<TypeConfig>),
-    /// A write a follower forwards to the leader.
+    /// A write a follower (or a client agent) forwards to the leader.
     Propose(Command),
+    /// Membership: joining, heartbeats, anti-entropy reads, leaving.
+    Cluster(ClusterRequest),
+    /// An HTTP API request forwarded to the leader (or, from a client
+    /// agent, to a server), answered by its router.
+    Http(HttpRequest),
 }
 
 type Answer<T, E = openraft::error::Infallible> = Result<T, RaftError<NodeId, E>>;
 
 #[derive(Serialize, Deserialize)]
-enum RpcResponse {
+pub(crate) enum RpcResponse {
     Vote(Answer<VoteResponse<NodeId>>),
     Append(Answer<AppendEntriesResponse<NodeId>>),
     Snapshot(Answer<InstallSnapshotResponse<NodeId>, InstallSnapshotError>),
     Proposed(Result<(Index, Response), WriteError>),
+    Cluster(Result<ClusterResponse, String>),
+    Http(HttpResponse),
+}
+
+/// What a server answers besides Raft itself: the cluster protocol and
+/// forwarded HTTP requests. Set once the node is up; until then peers are
+/// told it is starting.
+#[async_trait::async_trait]
+pub trait RpcServices: Send + Sync {
+    async fn cluster(&self, request: ClusterRequest) -> Result<ClusterResponse, String>;
+    async fn http(&self, request: HttpRequest) -> HttpResponse;
 }
 
 /// Why a frame could not be exchanged.
@@ -84,9 +101,21 @@ async fn read_frame<T: for<'de> Deserialize<'de>>(stream: &mut TcpStream) -> Res
     Ok(postcard::from_bytes(&body)?)
 }
 
-/// Serves Raft RPCs, and writes forwarded by followers, from peers on
-/// `listener` until the process ends.
-pub fn serve(listener: TcpListener, raft: Raft<TypeConfig>, proposer: Proposer) {
+/// What a connection handler needs.
+#[derive(Clone)]
+pub(crate) struct Served {
+    pub raft: Raft<TypeConfig>,
+    pub proposer: Proposer,
+    pub services: Arc<dyn RpcServices>,
+    /// When an AppendEntries last arrived (ms on `clock`), for
+    /// `X-Consul-LastContact` on stale reads.
+    pub last_contact: Arc<std::sync::atomic::AtomicU64>,
+    pub clock: tokio::time::Instant,
+}
+
+/// Serves Raft RPCs, forwarded writes, the cluster protocol and forwarded
+/// HTTP requests from peers on `listener` until the process ends.
+pub(crate) fn serve(listener: TcpListener, served: Served) {
     tokio::spawn(async move {
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -97,10 +126,9 @@ pub fn serve(listener: TcpListener, raft: Raft<TypeConfig>, proposer: Proposer) 
                     continue;
                 }
             };
-            let raft = raft.clone();
-            let proposer = proposer.clone();
+            let served = served.clone();
             tokio::spawn(async move {
-                if let Err(e) = serve_connection(stream, raft, proposer).await {
+                if let Err(e) = serve_connection(stream, served).await {
                     tracing::debug!(%peer, error = %e, "raft RPC connection closed");
                 }
             });
@@ -108,11 +136,14 @@ pub fn serve(listener: TcpListener, raft: Raft<TypeConfig>, proposer: Proposer) 
     });
 }
 
-async fn serve_connection(
-    mut stream: TcpStream,
-    raft: Raft<TypeConfig>,
-    proposer: Proposer,
-) -> Result<(), FrameError> {
+async fn serve_connection(mut stream: TcpStream, served: Served) -> Result<(), FrameError> {
+    let Served {
+        raft,
+        proposer,
+        services,
+        last_contact,
+        clock,
+    } = served;
     stream.set_nodelay(true)?;
     loop {
         let request: RpcRequest = match read_frame(&mut stream).await {
@@ -125,7 +156,17 @@ async fn serve_connection(
         };
         let response = match request {
             RpcRequest::Vote(r) => RpcResponse::Vote(raft.vote(r).await),
-            RpcRequest::Append(r) => RpcResponse::Append(raft.append_entries(r).await),
+            RpcRequest::Append(r) => {
+                let from_leader = r.vote.is_committed();
+                let answer = raft.append_entries(r).await;
+                if from_leader && answer.is_ok() {
+                    last_contact.store(
+                        clock.elapsed().as_millis() as u64,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                }
+                RpcResponse::Append(answer)
+            }
             RpcRequest::Snapshot(r) => RpcResponse::Snapshot(raft.install_snapshot(r).await),
             // Proposed here only if this node still leads: a forwarded
             // write is never forwarded again, so it cannot loop.
@@ -136,6 +177,8 @@ async fn serve_connection(
                     Err(WriteError::NoLeader)
                 })
             }
+            RpcRequest::Cluster(r) => RpcResponse::Cluster(services.cluster(r).await),
+            RpcRequest::Http(r) => RpcResponse::Http(services.http(r).await),
         };
         write_frame(&mut stream, &response).await?;
     }
@@ -295,24 +338,25 @@ fn raft_id(raft: &Raft<TypeConfig>) -> NodeId {
     raft.metrics().borrow().id
 }
 
-/// Connections to the leader for forwarded writes, reused one exchange
-/// at a time (a write in flight holds its connection).
+/// Connections to other servers for forwarded writes, HTTP requests and
+/// the cluster protocol, reused one exchange at a time (a call in flight
+/// holds its connection).
 #[derive(Default)]
 pub struct Forwarder {
     idle: std::sync::Mutex<Vec<(Arc<str>, TcpStream)>>,
 }
 
-/// Keeps a few idle connections; more concurrent writes open more.
-const IDLE_FORWARD_CONNECTIONS: usize = 16;
+/// Keeps a few idle connections; more concurrent calls open more.
+const IDLE_FORWARD_CONNECTIONS: usize = 32;
 
 impl Forwarder {
-    /// Sends `command` to the leader at `addr` and waits for its outcome.
-    pub async fn write(
+    /// Sends `request` to the server at `addr` and waits for its answer.
+    pub(crate) async fn call(
         &self,
         addr: &str,
-        command: Command,
+        request: &RpcRequest,
         timeout: Duration,
-    ) -> Result<(Index, Response), WriteError> {
+    ) -> Result<RpcResponse, String> {
         let reused = self.idle.lock().ok().and_then(|mut idle| {
             let at = idle.iter().position(|(a, _)| &**a == addr)?;
             Some(idle.swap_remove(at).1)
@@ -322,40 +366,73 @@ impl Forwarder {
             None => {
                 let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
                     .await
-                    .map_err(|_| {
-                        WriteError::Raft(format!(
-                            "forwarding to the leader at {addr}: connect timed out"
-                        ))
-                    })?
-                    .map_err(|e| {
-                        WriteError::Raft(format!("forwarding to the leader at {addr}: {e}"))
-                    })?;
+                    .map_err(|_| format!("connecting to {addr} timed out"))?
+                    .map_err(|e| format!("connecting to {addr}: {e}"))?;
                 let _ = s.set_nodelay(true);
                 s
             }
         };
         let exchange = async {
-            write_frame(&mut stream, &RpcRequest::Propose(command)).await?;
+            write_frame(&mut stream, request).await?;
             read_frame::<RpcResponse>(&mut stream).await
         };
         let answer = tokio::time::timeout(timeout, exchange)
             .await
-            .map_err(|_| {
-                WriteError::Raft(format!(
-                    "the leader at {addr} did not answer in {timeout:?}"
-                ))
-            })?
-            .map_err(|e| WriteError::Raft(format!("forwarding to the leader at {addr}: {e}")))?;
+            .map_err(|_| format!("{addr} did not answer in {timeout:?}"))?
+            .map_err(|e| format!("{addr}: {e}"))?;
         if let Ok(mut idle) = self.idle.lock() {
             if idle.len() < IDLE_FORWARD_CONNECTIONS {
                 idle.push((addr.into(), stream));
             }
         }
-        match answer {
+        Ok(answer)
+    }
+
+    /// Sends a write to the leader at `addr` and waits for its outcome.
+    pub async fn write(
+        &self,
+        addr: &str,
+        command: Command,
+        timeout: Duration,
+    ) -> Result<(Index, Response), WriteError> {
+        match self
+            .call(addr, &RpcRequest::Propose(command), timeout)
+            .await
+            .map_err(|e| WriteError::Raft(format!("forwarding to the leader: {e}")))?
+        {
             RpcResponse::Proposed(outcome) => outcome,
             _ => Err(WriteError::Raft(format!(
                 "the leader at {addr} answered a different RPC"
             ))),
+        }
+    }
+
+    /// A cluster-protocol call.
+    pub async fn cluster(
+        &self,
+        addr: &str,
+        request: ClusterRequest,
+        timeout: Duration,
+    ) -> Result<ClusterResponse, String> {
+        match self
+            .call(addr, &RpcRequest::Cluster(request), timeout)
+            .await?
+        {
+            RpcResponse::Cluster(answer) => answer,
+            _ => Err(format!("{addr} answered a different RPC")),
+        }
+    }
+
+    /// Forwards an HTTP request.
+    pub async fn http(
+        &self,
+        addr: &str,
+        request: HttpRequest,
+        timeout: Duration,
+    ) -> Result<HttpResponse, String> {
+        match self.call(addr, &RpcRequest::Http(request), timeout).await? {
+            RpcResponse::Http(answer) => Ok(answer),
+            _ => Err(format!("{addr} answered a different RPC")),
         }
     }
 }

@@ -242,6 +242,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
         })?;
+        tracing::info!(index = ?meta.last_log_id, "installed a snapshot from the leader");
         *self.current.lock().await = Some(stored);
         Ok(())
     }
