@@ -61,20 +61,15 @@ impl SequentialSpec for Register {
 #[derive(Debug, Clone)]
 enum Event {
     Invoke {
+        id: u64,
         thread: u64,
         key: usize,
         op: Op,
     },
     /// Answered: the operation took effect (or not) as `ret` says.
-    Return {
-        thread: u64,
-        key: usize,
-        ret: Ret,
-    },
+    Return { thread: u64, key: usize, ret: Ret },
     /// Never reached a server (connection refused): it did not happen.
-    Refused {
-        thread: u64,
-    },
+    Refused { id: u64 },
 }
 
 /// The shared, real-time-ordered event log.
@@ -82,6 +77,7 @@ enum Event {
 pub struct History {
     events: Mutex<Vec<Event>>,
     next_thread: AtomicU64,
+    next_op: AtomicU64,
 }
 
 /// The outcome of a check.
@@ -113,34 +109,84 @@ impl History {
     pub fn check(&self) -> Verdict {
         let start = Instant::now();
         let events = self.events.lock().map(|e| e.clone()).unwrap_or_default();
+        if let Ok(path) = std::env::var("MUSTER_HISTORY_DUMP") {
+            let text: String = events.iter().map(|e| format!("{e:?}\n")).collect();
+            let _ = std::fs::write(path, text);
+        }
         let refused: std::collections::HashSet<u64> = events
             .iter()
             .filter_map(|e| match e {
-                Event::Refused { thread } => Some(*thread),
+                Event::Refused { id } => Some(*id),
                 _ => None,
             })
             .collect();
+        // Ops that never got an answer: a read among them constrains
+        // nothing and is dropped; a write may or may not have happened and
+        // stays in flight for the checker to place (or not).
+        let answered_ids: std::collections::HashSet<u64> = {
+            let mut open: BTreeMap<u64, u64> = BTreeMap::new();
+            let mut done = std::collections::HashSet::new();
+            for e in &events {
+                match e {
+                    Event::Invoke { id, thread, .. } => {
+                        open.insert(*thread, *id);
+                    }
+                    Event::Return { thread, .. } => {
+                        if let Some(id) = open.remove(thread) {
+                            done.insert(id);
+                        }
+                    }
+                    Event::Refused { .. } => {}
+                }
+            }
+            done
+        };
+        let dropped = |id: &u64, op: &Op| -> bool {
+            refused.contains(id) || (*op == Op::Read && !answered_ids.contains(id))
+        };
+        // Threads whose last op is unanswered get the highest IDs: the
+        // checker tries threads in ID order, so answered ops are placed
+        // first and an in-flight write only where the history needs it.
+        let rank: BTreeMap<u64, u64> = {
+            let mut last: BTreeMap<u64, bool> = BTreeMap::new();
+            for e in &events {
+                match e {
+                    Event::Invoke { id, thread, op, .. } if !dropped(id, op) => {
+                        last.insert(*thread, answered_ids.contains(id));
+                    }
+                    _ => {}
+                }
+            }
+            let (done, open): (Vec<_>, Vec<_>) = last.into_iter().partition(|(_, ok)| *ok);
+            done.into_iter()
+                .chain(open)
+                .enumerate()
+                .map(|(rank, (thread, _))| (thread, rank as u64))
+                .collect()
+        };
         let mut testers: BTreeMap<usize, LinearizabilityTester<u64, Register>> = BTreeMap::new();
         let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
         let (mut operations, mut answered) = (0, 0);
         let mut failure = String::new();
         for e in &events {
             let r = match e {
-                // A refused request's thread is retired with it.
-                Event::Invoke { thread, .. } if refused.contains(thread) => continue,
-                Event::Invoke { thread, key, op } => {
+                // A refused request never happened.
+                Event::Invoke { id, op, .. } if dropped(id, op) => continue,
+                Event::Invoke {
+                    thread, key, op, ..
+                } => {
                     operations += 1;
                     *counts.entry(*key).or_default() += 1;
                     testers
                         .entry(*key)
                         .or_insert_with(|| LinearizabilityTester::new(Register::default()))
-                        .on_invoke(*thread, op.clone())
+                        .on_invoke(rank[thread], op.clone())
                         .map(|_| ())
                 }
                 Event::Return { thread, key, ret } => {
                     answered += 1;
                     match testers.get_mut(key) {
-                        Some(t) => t.on_return(*thread, ret.clone()).map(|_| ()),
+                        Some(t) => t.on_return(rank[thread], ret.clone()).map(|_| ()),
                         None => Err("return without invoke".into()),
                     }
                 }
@@ -288,8 +334,13 @@ fn client(
     stop: &AtomicBool,
     acked: &Mutex<Vec<Instant>>,
 ) {
+    // No pooled connections: ureq retries a request whose pooled connection
+    // broke, which could turn a PUT the server applied into what looks
+    // like a refused connection. A fresh connection per request makes a
+    // refusal mean the request was never sent.
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(2))
+        .max_idle_connections(0)
         .build();
     let mut thread = history.thread();
     let mut n: u64 = 0;
@@ -309,7 +360,13 @@ fn client(
         let value = ((id as u64) << 32) | n;
         // Each recorded step: invoke, send, then return/refused/unknown.
         let mut step = |op: Op, send: &mut dyn FnMut() -> Outcome<Ret>| -> Option<Ret> {
-            history.push(Event::Invoke { thread, key, op });
+            let op_id = history.next_op.fetch_add(1, Ordering::Relaxed);
+            history.push(Event::Invoke {
+                id: op_id,
+                thread,
+                key,
+                op,
+            });
             match send() {
                 Outcome::Ok(ret) => {
                     history.push(Event::Return {
@@ -320,12 +377,13 @@ fn client(
                     Some(ret)
                 }
                 Outcome::Refused => {
-                    history.push(Event::Refused { thread });
-                    thread = history.thread();
+                    history.push(Event::Refused { id: op_id });
                     None
                 }
                 Outcome::Unknown => {
                     thread = history.thread();
+                    // As a client would: back off before trying again.
+                    std::thread::sleep(Duration::from_millis(100));
                     None
                 }
             }
@@ -389,7 +447,7 @@ fn client(
                 }
             }
         }
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -402,4 +460,60 @@ pub fn longest_gap(acked: &[Instant]) -> Duration {
         .map(|w| w[1].duration_since(w[0]))
         .max()
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invoke(h: &History, thread: u64, op: Op) {
+        let id = h.next_op.fetch_add(1, Ordering::Relaxed);
+        h.push(Event::Invoke {
+            id,
+            thread,
+            key: 0,
+            op,
+        });
+    }
+
+    fn ret(h: &History, thread: u64, ret: Ret) {
+        h.push(Event::Return {
+            thread,
+            key: 0,
+            ret,
+        });
+    }
+
+    #[test]
+    fn a_stale_read_after_an_acknowledged_write_is_caught() {
+        let h = History::default();
+        invoke(&h, 0, Op::Write(1));
+        ret(&h, 0, Ret::Write);
+        invoke(&h, 1, Op::Read);
+        ret(&h, 1, Ret::Read(None));
+        assert!(!h.check().linearizable);
+    }
+
+    #[test]
+    fn concurrent_operations_may_take_effect_in_either_order() {
+        let h = History::default();
+        invoke(&h, 0, Op::Write(1));
+        invoke(&h, 1, Op::Read);
+        ret(&h, 1, Ret::Read(Some(1)));
+        // An unanswered write may have happened...
+        invoke(&h, 2, Op::Write(2));
+        ret(&h, 0, Ret::Write);
+        invoke(
+            &h,
+            1,
+            Op::Cas {
+                expect: Some(2),
+                new: 3,
+            },
+        );
+        ret(&h, 1, Ret::Cas(true));
+        let v = h.check();
+        assert!(v.linearizable, "{}", v.failure);
+        assert_eq!(v.indeterminate, 1);
+    }
 }

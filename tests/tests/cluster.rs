@@ -252,7 +252,7 @@ fn servers_bootstrap_and_client_agents_sync_fail_and_leave() {
 #[test]
 fn leader_killed_under_load_loses_no_acknowledged_write_and_stays_linearizable() {
     let mut c = TestCluster::start(3, CONFIG);
-    let load = Workload::start(servers_http(&c), "lin-kill", 6, 6);
+    let load = Workload::start(servers_http(&c), "lin-kill", 6, 8);
     std::thread::sleep(Duration::from_secs(2));
     let leader = c.leader(Duration::from_secs(10));
     let killed_at = Instant::now();
@@ -312,7 +312,7 @@ fn leader_killed_under_load_loses_no_acknowledged_write_and_stays_linearizable()
 #[test]
 fn restarts_snapshot_install_rolling_restart_and_membership_changes_under_load() {
     let mut c = TestCluster::start(3, CONFIG);
-    let load = Workload::start(servers_http(&c), "lin-roll", 6, 6);
+    let load = Workload::start(servers_http(&c), "lin-roll", 6, 8);
     std::thread::sleep(Duration::from_secs(1));
 
     // A follower down while many entries commit: the log is compacted past
@@ -331,7 +331,8 @@ fn restarts_snapshot_install_rolling_restart_and_membership_changes_under_load()
     c.restart(follower);
     let f = c.agent(follower);
     let caught_up = wait_for(Duration::from_secs(10), || {
-        let n = json(f, "/v1/kv/bulk?recurse&stale").as_array()?.len();
+        let r = f.get("/v1/kv/bulk?recurse&stale");
+        let n = (r.status == 200).then(|| r.json())?.as_array()?.len();
         (n == 300).then_some(())
     });
     assert!(
