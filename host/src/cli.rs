@@ -62,6 +62,13 @@ enum Cmd {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Save the catalog to a file, or restore one (on the servers).
+    Snapshot {
+        #[command(subcommand)]
+        cmd: SnapshotCmd,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Cluster operator tools.
     Operator {
         #[command(subcommand)]
@@ -76,6 +83,14 @@ enum Cmd {
         #[command(flatten)]
         client: ClientArgs,
     },
+}
+
+#[derive(Subcommand)]
+enum SnapshotCmd {
+    /// Write the leader's catalog to FILE.
+    Save { file: PathBuf },
+    /// Replace the cluster's catalog with the one in FILE.
+    Restore { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -256,6 +271,7 @@ pub fn main() -> ExitCode {
             .call("PUT", &format!("/v1/agent/force-leave/{node}"), Some(b""))
             .map(|_| ()),
         Cmd::Operator { cmd, client } => operator(&Client::new(&client.http_addr), cmd),
+        Cmd::Snapshot { cmd, client } => snapshot(&Client::new(&client.http_addr), cmd),
         Cmd::Plugin {
             cmd: PluginCmd::List { json },
             client,
@@ -497,6 +513,37 @@ fn catalog(c: &Client, cmd: CatalogCmd) -> anyhow::Result<()> {
                     s("Datacenter")
                 );
             }
+            Ok(())
+        }
+    }
+}
+
+fn snapshot(c: &Client, cmd: SnapshotCmd) -> anyhow::Result<()> {
+    match cmd {
+        SnapshotCmd::Save { file } => {
+            let url = format!("{}/v1/snapshot", c.base);
+            let response = c.agent.get(&url).call().map_err(|e| match e {
+                ureq::Error::Status(code, r) => {
+                    anyhow!("{code}: {}", r.into_string().unwrap_or_default())
+                }
+                e => anyhow!("cannot reach the agent at {}: {e}", c.base),
+            })?;
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut response.into_reader(), &mut bytes)
+                .context("reading the snapshot")?;
+            std::fs::write(&file, &bytes).with_context(|| format!("writing {}", file.display()))?;
+            println!(
+                "Saved and verified snapshot to {} ({} bytes)",
+                file.display(),
+                bytes.len()
+            );
+            Ok(())
+        }
+        SnapshotCmd::Restore { file } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            c.call("PUT", "/v1/snapshot", Some(&bytes))?;
+            println!("Restored snapshot from {}", file.display());
             Ok(())
         }
     }

@@ -247,6 +247,70 @@ fn servers_bootstrap_and_client_agents_sync_fail_and_leave() {
         l.put(&format!("/v1/agent/force-leave/{alive}"), "").status,
         400
     );
+
+    // Snapshots: saved through a follower (the leader answers), restored
+    // over later writes on every server, and into another cluster.
+    let dir = muster_tests::TempDir::new("snapshot");
+    let file = dir.0.join("catalog.snap");
+    let file_arg = file.display().to_string();
+    let f = c.agent(follower);
+    f.put("/v1/kv/snap/before", "1").expect(200);
+    let out = f.cli(&["snapshot", "save", &file_arg]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    f.put("/v1/kv/snap/after", "2").expect(200);
+    let out = l.cli(&["snapshot", "restore", &file_arg]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for s in c.running_servers() {
+        let a = c.agent(s);
+        let restored = wait_for(Duration::from_secs(3), || {
+            (a.get("/v1/kv/snap/after?stale").status == 404
+                && a.get("/v1/kv/snap/before?stale").status == 200)
+                .then_some(())
+        });
+        assert!(restored.is_some(), "server {} did not restore", a.node);
+    }
+    // The servers re-register themselves if the snapshot lacks them.
+    let all = members(l);
+    assert_eq!(
+        all.iter().filter(|m| m.1 == "consul" && m.2 == 1).count(),
+        3,
+        "{all:?}"
+    );
+    let mut damaged = std::fs::read(&file).expect("snapshot file");
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0xff;
+    let r = l.call("PUT", "/v1/snapshot", Some(&damaged));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("checksum"), "{}", r.text());
+    let other = muster_tests::Agent::dev();
+    let out = other.cli(&["snapshot", "restore", &file_arg]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(other.get("/v1/kv/snap/before").status, 200);
+    assert_eq!(other.get("/v1/kv/snap/after").status, 404);
+    // The restored catalog lists the cluster's servers; the dev agent puts
+    // itself back.
+    let back = wait_for(Duration::from_secs(3), || {
+        let nodes = json(&other, "/v1/catalog/nodes");
+        let names: Vec<String> = nodes
+            .as_array()?
+            .iter()
+            .filter_map(|n| n["Node"].as_str().map(str::to_string))
+            .collect();
+        (names.iter().any(|n| n == "server-1") && names.contains(&other.node)).then_some(())
+    });
+    assert!(back.is_some(), "{}", json(&other, "/v1/catalog/nodes"));
 }
 
 #[test]

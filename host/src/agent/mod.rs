@@ -232,17 +232,31 @@ impl Agent {
             .state()
             .read()
             .map_err(|_| anyhow::anyhow!("catalog lock poisoned"))?;
-        for check in st.catalog.node_checks(&self.identity.node_name) {
-            if let Some((ids, service)) = only {
-                if !ids.contains(&check.id) && service != Some(check.service_id.as_str()) {
-                    continue;
-                }
-            }
+        let node = self.identity.node_name.as_str();
+        let arm = |check: &Check| {
             if check.definition.is_probe() {
                 self.probes.schedule(self.probe_for(&st.catalog, check));
             } else {
                 self.probes.cancel(&check.id);
             }
+        };
+        match only {
+            // Just what a registration touched, looked up by key: a node
+            // with 100,000 services must not rescan them all per request.
+            Some((ids, service)) => {
+                let mut seen = std::collections::HashSet::new();
+                let named = ids.iter().filter_map(|id| st.catalog.check(node, id));
+                let of_service = service
+                    .into_iter()
+                    .flat_map(|s| st.catalog.instance_checks(node, s))
+                    .filter(|c| Some(c.service_id.as_str()) == service);
+                for check in named.chain(of_service) {
+                    if seen.insert(check.id.as_str()) {
+                        arm(check);
+                    }
+                }
+            }
+            None => st.catalog.node_checks(node).for_each(arm),
         }
         Ok(())
     }
@@ -408,9 +422,33 @@ impl Agent {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            self.ensure_registered().await;
             self.reap_critical().await;
             self.expire_sessions().await;
             self.reap_tombstones().await;
+        }
+    }
+
+    /// Puts this node back in the catalog if it went missing (a snapshot
+    /// restore from elsewhere, a catalog deregistration), as Consul's
+    /// anti-entropy does.
+    async fn ensure_registered(&self) {
+        let missing = match self.consensus.state().read() {
+            Ok(st) => st.catalog.node(&self.identity.node_name).is_none(),
+            Err(_) => return,
+        };
+        if !missing {
+            return;
+        }
+        let reg = Registration {
+            node: self.node_spec(),
+            skip_node_update: false,
+            service: None,
+            checks: vec![node_check(CheckStatus::Passing)],
+        };
+        match self.write(Command::Register(reg)).await {
+            Ok(_) => tracing::info!("this node was missing from the catalog; registered it again"),
+            Err(e) => tracing::debug!(error = %e.message, "re-registering this node"),
         }
     }
 

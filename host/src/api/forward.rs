@@ -111,7 +111,12 @@ pub async fn forward(
 
 async fn proxy(state: &AppState, addr: String, req: Request) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    let body = axum::body::to_bytes(body, MAX_BODY)
+    let limit = if parts.uri.path() == "/v1/snapshot" {
+        super::snapshot::MAX_SNAPSHOT
+    } else {
+        MAX_BODY
+    };
+    let body = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"))?;
     let query = parts.uri.query();

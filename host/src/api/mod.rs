@@ -17,6 +17,7 @@ mod operator;
 mod render;
 mod server;
 mod session;
+mod snapshot;
 mod status;
 mod txn;
 
@@ -68,6 +69,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(txn::routes())
         .merge(status::routes())
         .merge(operator::routes())
+        .merge(snapshot::routes())
         .merge(muster::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "Not found: no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(

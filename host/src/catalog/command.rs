@@ -43,6 +43,12 @@ pub enum Command {
     ReapTombstones {
         upto: Index,
     },
+    /// Replaces the whole catalog with one saved by `GET /v1/snapshot`
+    /// (postcard bytes, checked by the API before proposing). Every table
+    /// moves to this entry's index, so blocking queries see a change.
+    Restore {
+        catalog: Vec<u8>,
+    },
 }
 
 /// A catalog registration: a node, optionally one service on it, and checks.

@@ -118,6 +118,10 @@ pub struct Catalog {
     /// touch only an instance's own checks.
     #[serde(skip)]
     checks_by_instance: instance_checks::InstanceChecks,
+    /// Set by a `Restore`, taken by the state machine to wake every
+    /// blocking query.
+    #[serde(skip)]
+    replaced: bool,
 }
 
 impl Catalog {
@@ -147,6 +151,21 @@ impl Catalog {
     /// leader may reap.
     pub fn tombstones_upto(&self, upto: Index) -> Option<Index> {
         self.kv.newest_tombstone_upto(upto)
+    }
+
+    /// Whether a restore replaced the catalog since the last call.
+    pub fn take_replaced(&mut self) -> bool {
+        std::mem::take(&mut self.replaced)
+    }
+
+    /// The catalog as a snapshot file body (postcard), for `GET /v1/snapshot`.
+    pub fn to_snapshot(&self) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_allocvec(self)
+    }
+
+    /// Decodes a snapshot body, to check it before proposing a restore.
+    pub fn check_snapshot(bytes: &[u8]) -> Result<(), postcard::Error> {
+        postcard::from_bytes::<Catalog>(bytes).map(|_| ())
     }
 
     /// The KV keys written since the last call, for waking watchers.
@@ -208,6 +227,22 @@ impl Catalog {
                 self.kv.reap_tombstones(upto);
                 Response::Done
             }
+            Command::Restore { catalog } => match postcard::from_bytes::<Catalog>(&catalog) {
+                Ok(saved) => {
+                    let mut restored = saved.restored();
+                    restored.indexes = TableIndexes {
+                        nodes: index,
+                        services: index,
+                        checks: index,
+                        sessions: index,
+                    };
+                    restored.last_index = index;
+                    restored.replaced = true;
+                    *self = restored;
+                    Response::Done
+                }
+                Err(e) => Response::Rejected(format!("not a muster catalog snapshot: {e}")),
+            },
             Command::SessionDestroy { id } => {
                 self.invalidate_session(index, now, &id);
                 Response::Applied(true)

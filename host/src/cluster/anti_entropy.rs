@@ -161,8 +161,10 @@ pub fn plan(local: &NodeState, remote: &NodeState) -> (Option<Command>, Vec<Comm
     (first, rest)
 }
 
-/// How many writes a sync round keeps in flight.
-const PARALLEL_WRITES: usize = 64;
+/// Writes per request to the servers, and requests in flight: a burst of
+/// registrations costs a few RPCs and a few Raft entries, not one each.
+const BATCH: usize = 256;
+const PARALLEL_BATCHES: usize = 4;
 
 /// Runs for the life of a client agent.
 pub async fn run(cluster: Arc<Cluster>, local: Consensus, node: String, resync: Duration) {
@@ -194,14 +196,15 @@ pub async fn run(cluster: Arc<Cluster>, local: Consensus, node: String, resync: 
         }
         if synced && !rest.is_empty() {
             let count = rest.len();
-            let failed = stream::iter(rest)
-                .map(|cmd| {
+            let batches: Vec<Vec<Command>> = rest.chunks(BATCH).map(<[Command]>::to_vec).collect();
+            let failed: usize = stream::iter(batches)
+                .map(|batch| {
                     let cluster = cluster.clone();
-                    async move { cluster.write(cmd).await }
+                    let size = batch.len();
+                    async move { cluster.write_batch(batch).await.unwrap_or(size) }
                 })
-                .buffer_unordered(PARALLEL_WRITES)
-                .filter(|r| std::future::ready(r.is_err()))
-                .count()
+                .buffer_unordered(PARALLEL_BATCHES)
+                .fold(0, |sum, failed| std::future::ready(sum + failed))
                 .await;
             tracing::debug!(count, failed, "anti-entropy: synced changes");
             synced = failed == 0;

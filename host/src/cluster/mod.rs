@@ -311,6 +311,32 @@ impl Cluster {
         Err(last)
     }
 
+    /// Independent writes in one request (client anti-entropy); how many
+    /// of them failed.
+    pub async fn write_batch(&self, commands: Vec<Command>) -> Result<usize, ClusterError> {
+        let target = self.server_target()?;
+        match self
+            .rpc
+            .cluster(
+                &target,
+                ClusterRequest::WriteBatch(commands),
+                RPC_TIMEOUT * 6,
+            )
+            .await
+        {
+            Ok(ClusterResponse::WrittenBatch(results)) => {
+                Ok(results.iter().filter(|r| r.is_err()).count())
+            }
+            Ok(_) => Err(ClusterError::Rpc(format!(
+                "{target} answered a different RPC"
+            ))),
+            Err(e) => {
+                self.forget_leader();
+                Err(ClusterError::Rpc(e))
+            }
+        }
+    }
+
     /// What the servers' catalog holds for `node` (client anti-entropy).
     pub async fn node_view(&self, node: &str) -> Result<NodeState, ClusterError> {
         let target = self.server_target()?;
@@ -400,6 +426,12 @@ impl Cluster {
             }
             ClusterRequest::Write(command) => {
                 Ok(ClusterResponse::Written(consensus.write(command).await))
+            }
+            ClusterRequest::WriteBatch(commands) => {
+                let writes = commands.into_iter().map(|c| consensus.write(c));
+                Ok(ClusterResponse::WrittenBatch(
+                    futures::future::join_all(writes).await,
+                ))
             }
         }
     }

@@ -54,6 +54,9 @@ pub enum ClusterRequest {
     /// A client agent's write: proposed by the leader, forwarded to it by
     /// any other server.
     Write(Command),
+    /// Many independent writes at once (anti-entropy): proposed
+    /// concurrently, so the leader commits them in a few Raft entries.
+    WriteBatch(Vec<Command>),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,6 +75,7 @@ pub enum ClusterResponse {
     },
     NodeView(Option<NodeState>),
     Written(Result<(Index, Response), WriteError>),
+    WrittenBatch(Vec<Result<(Index, Response), WriteError>>),
     Done,
 }
 

@@ -13,44 +13,84 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// Deadlines of this agent's TTL checks, keyed by check ID.
+/// Deadlines of this agent's TTL checks, keyed by check ID, and ordered by
+/// deadline so that finding the expired ones does not scan every check.
 #[derive(Default)]
 pub struct TtlTracker {
-    deadlines: Mutex<HashMap<String, (Duration, Instant)>>,
-    /// Wakes the TTL task when a deadline moves earlier.
+    inner: Mutex<Deadlines>,
+    /// Wakes the TTL task when the earliest deadline moves earlier.
     pub changed: Notify,
+}
+
+#[derive(Default)]
+struct Deadlines {
+    /// check ID -> (TTL, deadline; None while parked after expiring).
+    by_id: HashMap<String, (Duration, Option<Instant>)>,
+    queue: std::collections::BTreeSet<(Instant, String)>,
+}
+
+impl Deadlines {
+    fn set(&mut self, id: &str, ttl: Duration, deadline: Option<Instant>) {
+        if let Some((_, Some(old))) = self.by_id.get(id) {
+            self.queue.remove(&(*old, id.to_string()));
+        }
+        if let Some(d) = deadline {
+            self.queue.insert((d, id.to_string()));
+        }
+        self.by_id.insert(id.to_string(), (ttl, deadline));
+    }
+
+    fn earliest(&self) -> Option<Instant> {
+        self.queue.first().map(|(d, _)| *d)
+    }
 }
 
 impl TtlTracker {
     /// Starts (or restarts) the clock of a TTL check.
     pub fn arm(&self, check_id: &str, ttl: Duration) {
-        if let Ok(mut d) = self.deadlines.lock() {
-            d.insert(check_id.to_string(), (ttl, Instant::now() + ttl));
+        let deadline = Instant::now() + ttl;
+        let earlier = match self.inner.lock() {
+            Ok(mut d) => {
+                let before = d.earliest();
+                d.set(check_id, ttl, Some(deadline));
+                before.is_none_or(|b| deadline < b)
+            }
+            Err(_) => false,
+        };
+        if earlier {
+            self.changed.notify_one();
         }
-        self.changed.notify_one();
     }
 
     /// Restarts the clock of a known check: a pass/warn/fail report.
     /// Returns the TTL, or None if the check is not a TTL check here.
     pub fn reset(&self, check_id: &str) -> Option<Duration> {
-        let mut d = self.deadlines.lock().ok()?;
-        let entry = d.get_mut(check_id)?;
-        entry.1 = Instant::now() + entry.0;
-        Some(entry.0)
+        let mut d = self.inner.lock().ok()?;
+        let ttl = d.by_id.get(check_id)?.0;
+        let before = d.earliest();
+        let deadline = Instant::now() + ttl;
+        d.set(check_id, ttl, Some(deadline));
+        drop(d);
+        if before.is_none_or(|b| deadline < b) {
+            self.changed.notify_one();
+        }
+        Some(ttl)
     }
 
     /// Whether a check is tracked here.
     pub fn knows(&self, check_id: &str) -> bool {
-        self.deadlines
+        self.inner
             .lock()
-            .map(|d| d.contains_key(check_id))
+            .map(|d| d.by_id.contains_key(check_id))
             .unwrap_or(false)
     }
 
     /// Forgets a check (deregistered).
     pub fn disarm(&self, check_id: &str) {
-        if let Ok(mut d) = self.deadlines.lock() {
-            d.remove(check_id);
+        if let Ok(mut d) = self.inner.lock() {
+            if let Some((_, Some(old))) = d.by_id.remove(check_id) {
+                d.queue.remove(&(old, check_id.to_string()));
+            }
         }
     }
 
@@ -58,15 +98,19 @@ impl TtlTracker {
     /// report, so an expired check is marked critical once, not every tick.
     pub fn take_expired(&self) -> Vec<String> {
         let now = Instant::now();
-        let Ok(mut d) = self.deadlines.lock() else {
+        let Ok(mut d) = self.inner.lock() else {
             return Vec::new();
         };
         let mut out = Vec::new();
-        for (id, (ttl, deadline)) in d.iter_mut() {
-            if *deadline <= now {
-                out.push(id.clone());
-                // Far in the future until reset() brings it back.
-                *deadline = now + Duration::from_secs(86_400 * 365).max(*ttl);
+        while let Some((deadline, _)) = d.queue.first() {
+            if *deadline > now {
+                break;
+            }
+            if let Some((_, id)) = d.queue.pop_first() {
+                if let Some(entry) = d.by_id.get_mut(&id) {
+                    entry.1 = None;
+                }
+                out.push(id);
             }
         }
         out
@@ -74,7 +118,7 @@ impl TtlTracker {
 
     /// When the next TTL runs out, if any check is armed.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.lock().ok()?.values().map(|(_, d)| *d).min()
+        self.inner.lock().ok()?.earliest()
     }
 }
 

@@ -120,9 +120,15 @@ impl Consensus {
         };
         let config = Config {
             cluster_name: "muster".into(),
-            heartbeat_interval: 100,
-            election_timeout_min: 300,
-            election_timeout_max: 600,
+            // openraft lets a follower stand for election only after the
+            // leader lease (election_timeout_max) plus its own randomized
+            // timeout: 400 + 200..400 ms of silence, so a dead leader is
+            // replaced in about 0.6-0.8 s, while a follower never times out
+            // on heartbeats delayed by fsyncs under load (bench/failover,
+            // bench/cluster-put).
+            heartbeat_interval: 50,
+            election_timeout_min: 200,
+            election_timeout_max: 400,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_threshold),
             // Keep a tail behind each snapshot so a briefly lagging
             // follower catches up from the log rather than a snapshot.

@@ -205,16 +205,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             let tables = Tables::changed(&before, &state.catalog.indexes());
             let keys = state.catalog.take_kv_changes();
+            let replaced = state.catalog.take_replaced();
             (
                 state.last_applied.map(|l| l.index).unwrap_or(0),
                 tables,
-                keys,
+                (keys, replaced),
             )
         };
         // Wake blocking queries once per batch, after the lock is released,
-        // and only those whose tables or prefixes moved.
+        // and only those whose tables or prefixes moved (all of them after
+        // a restore).
         self.applied_tx.send_replace(index);
-        self.watches.notify(tables, &keys, index);
+        let (keys, replaced) = keys;
+        if replaced {
+            self.watches.notify_all(index);
+        } else {
+            self.watches.notify(tables, &keys, index);
+        }
         Ok(out)
     }
 
