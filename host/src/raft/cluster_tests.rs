@@ -8,12 +8,34 @@ use super::{Consensus, NodeId, Storage};
 use crate::catalog::command::KvOp;
 use crate::catalog::Command;
 
+/// Raft only: these nodes answer no cluster or HTTP requests.
+struct RaftOnly;
+
+#[async_trait::async_trait]
+impl super::RpcServices for RaftOnly {
+    async fn cluster(
+        &self,
+        _: crate::cluster::rpc::ClusterRequest,
+    ) -> Result<crate::cluster::rpc::ClusterResponse, String> {
+        Err("not served in this test".into())
+    }
+
+    async fn http(&self, _: crate::cluster::rpc::HttpRequest) -> crate::cluster::rpc::HttpResponse {
+        crate::cluster::rpc::HttpResponse {
+            status: 404,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+}
+
 async fn node(id: NodeId, ip: &str) -> (Consensus, String) {
     let listener = tokio::net::TcpListener::bind((ip, 0)).await.expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     let c = Consensus::start(id, &addr, &Storage::Memory, false, 10_000)
         .await
         .expect("start");
+    c.serve_rpc(listener, std::sync::Arc::new(RaftOnly));
     (c, addr)
 }
 
