@@ -65,19 +65,7 @@ def main():
         client = c.nodes[3]
         clusters.wait("client joined", lambda: count_on(leader.http, client.name) >= 0)
 
-        clusters.say(f"through the client agent {client.name}: {CONNS} registrants, {DURATION}")
-        before = count_on(leader.http, client.name)
-        total, took, p50, p99 = wrk(client.http, "client")
-        wrk_end = time.monotonic()
-        want = before + total
-        while count_on(leader.http, client.name) < want:
-            if time.monotonic() - wrk_end > 120:
-                sys.exit(f"the servers never reached {want} services for {client.name}")
-            time.sleep(0.05)
-        drained = time.monotonic() - wrk_end
-        accepted = total / took
-        synced = total / (took + drained)
-
+        # The leader first, so that the client's sync backlog cannot slow it.
         clusters.say(f"directly at the leader {leader.name}: {CONNS} registrants, {DURATION}")
         s_total, s_took, s_p50, s_p99 = wrk(leader.http, "server")
         s_count = count_on(leader.http, leader.name)
@@ -85,10 +73,26 @@ def main():
             sys.exit(f"the leader lists {s_count} services, {s_total} were registered")
         direct = s_total / s_took
 
+        clusters.say(f"through the client agent {client.name}: {CONNS} registrants, {DURATION}")
+        before = count_on(leader.http, client.name)
+        total, took, p50, p99 = wrk(client.http, "client")
+        wrk_end = time.monotonic()
+        want = before + total
+        synced_count = count_on(leader.http, client.name)
+        while synced_count < want and time.monotonic() - wrk_end < 60:
+            time.sleep(0.2)
+            synced_count = count_on(leader.http, client.name)
+        drained = time.monotonic() - wrk_end
+        accepted = total / took
+        done = max(synced_count - before, 0)
+        synced = done / (took + drained)
+        sync_note = (f"caught up {drained:.2f} s after the load" if synced_count >= want
+                     else f"only {done} of {total} on the servers 60 s after the load")
+
         print(f"\n## Service registrations, three servers, {CONNS} concurrent registrants, {DURATION}\n")
         print("| path | registrations | req/s | synced to the servers (/s) | p50 / p99 (ms) |")
         print("| --- | ---: | ---: | ---: | ---: |")
-        print(f"| client agent | {total} | {accepted:.0f} | {synced:.0f} (caught up {drained:.2f} s after the load) | {p50:.2f} / {p99:.2f} |")
+        print(f"| client agent | {total} | {accepted:.0f} | {synced:.0f} ({sync_note}) | {p50:.2f} / {p99:.2f} |")
         print(f"| leader (server agent) | {s_total} | {direct:.0f} | {direct:.0f} (committed before answering) | {s_p50:.2f} / {s_p99:.2f} |")
         print("\nreference: Nacos reports 7,256 registrations/s on a 3 x 8-core cluster")
         print(f"\nreproduce: DURATION={DURATION} python3 bench/registrations/run.py")

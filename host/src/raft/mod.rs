@@ -123,10 +123,13 @@ impl Consensus {
             // openraft lets a follower stand for election only after the
             // leader lease (election_timeout_max) plus its own randomized
             // timeout: 400 + 200..400 ms of silence, so a dead leader is
-            // replaced in about 0.6-0.8 s, while a follower never times out
-            // on heartbeats delayed by fsyncs under load (bench/failover,
-            // bench/cluster-put).
-            heartbeat_interval: 50,
+            // replaced in about 0.6-0.8 s (bench/failover). openraft also
+            // gives every AppendEntries (follower fsync included) only one
+            // heartbeat interval to answer: at 50 ms, followers busy with
+            // fsyncs under load timed out, reconnected and lost the leader;
+            // 150 ms leaves room and still beats four times per election
+            // timeout.
+            heartbeat_interval: 150,
             election_timeout_min: 200,
             election_timeout_max: 400,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_threshold),
