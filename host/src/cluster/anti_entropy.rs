@@ -104,22 +104,26 @@ pub fn plan(local: &NodeState, remote: &NodeState) -> (Option<Command>, Vec<Comm
         })
     });
     let mut rest = Vec::new();
-    let checks_of = |state: &NodeState, service: &str| -> Vec<CheckSpec> {
-        state
-            .checks
-            .values()
-            .filter(|c| c.service_id == service)
-            .cloned()
-            .collect()
-    };
+    // Checks grouped by service once: looking them up per service would
+    // cost O(services x checks) on a node with tens of thousands of each.
+    fn by_service(state: &NodeState) -> BTreeMap<&str, Vec<&CheckSpec>> {
+        let mut grouped: BTreeMap<&str, Vec<&CheckSpec>> = BTreeMap::new();
+        for c in state.checks.values().filter(|c| !c.service_id.is_empty()) {
+            grouped.entry(c.service_id.as_str()).or_default().push(c);
+        }
+        grouped
+    }
+    let (local_checks, remote_checks) = (by_service(local), by_service(remote));
+    let none = Vec::new();
     for (id, service) in &local.services {
-        let mine = checks_of(local, id);
-        if remote.services.get(id) != Some(service) || checks_of(remote, id) != mine {
+        let mine = local_checks.get(id.as_str()).unwrap_or(&none);
+        let theirs = remote_checks.get(id.as_str()).unwrap_or(&none);
+        if remote.services.get(id) != Some(service) || theirs != mine {
             rest.push(Command::Register(Registration {
                 node: node.clone(),
                 skip_node_update: true,
                 service: Some(service.clone()),
-                checks: mine,
+                checks: mine.iter().map(|c| (*c).clone()).collect(),
             }));
         }
     }
