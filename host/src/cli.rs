@@ -623,11 +623,11 @@ fn members(c: &Client) -> anyhow::Result<()> {
         } else {
             "client"
         };
-        let addr = format!(
-            "{}:{}",
-            s("Addr"),
-            m.get("Port").and_then(Value::as_u64).unwrap_or(0)
-        );
+        // Client agents listen on no server port.
+        let addr = match m.get("Port").and_then(Value::as_u64).unwrap_or(0) {
+            0 => s("Addr"),
+            port => format!("{}:{port}", s("Addr")),
+        };
         println!(
             "{:<24} {:<22} {:<8} {:<8} {:<8} {}",
             s("Name"),
