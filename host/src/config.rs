@@ -352,12 +352,19 @@ fn parse_addr(what: &str, s: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("{what}: '{s}' is not an address of the form IP:PORT"))
 }
 
-/// A `retry_join` entry: IP:PORT, or a bare IP on Consul's port 8300.
-fn join_addr(s: &str) -> anyhow::Result<String> {
-    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
-        return Ok(SocketAddr::new(ip, 8300).to_string());
+/// A server's `addresses.server` as `retry_join` and `muster join` take
+/// it: IP:PORT, or a bare IP on Consul's port 8300.
+pub fn server_address(s: &str) -> Option<SocketAddr> {
+    match s.parse::<std::net::IpAddr>() {
+        Ok(ip) => Some(SocketAddr::new(ip, 8300)),
+        Err(_) => s.parse().ok(),
     }
-    parse_addr("retry_join", s).map(|a| a.to_string())
+}
+
+fn join_addr(s: &str) -> anyhow::Result<String> {
+    server_address(s)
+        .map(|a| a.to_string())
+        .ok_or_else(|| anyhow::anyhow!("retry_join: '{s}' is not an address of the form IP:PORT"))
 }
 
 fn duration_key(key: &str, s: &str) -> anyhow::Result<std::time::Duration> {

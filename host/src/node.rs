@@ -136,7 +136,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ip if ip.is_unspecified() => "127.0.0.1".to_string(),
         ip => ip.to_string(),
     };
-    let raft_addr = format!("{advertise}:{}", config.server_addr.port());
+    let raft_addr = advertised(config.server_addr);
     let role = if config.server {
         Role::Server
     } else {

@@ -122,6 +122,15 @@ impl TestCluster {
             .collect()
     }
 
+    /// A running server other than `leader`.
+    #[track_caller]
+    pub fn follower_of(&self, leader: usize) -> usize {
+        self.running_servers()
+            .into_iter()
+            .find(|&i| i != leader)
+            .expect("a running follower")
+    }
+
     /// The member whose `addresses.server` is `addr`.
     pub fn by_server_addr(&self, addr: &str) -> Option<usize> {
         self.members

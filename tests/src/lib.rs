@@ -260,6 +260,24 @@ impl Agent {
         let _ = self.child.wait();
     }
 
+    /// `dig +short NAME RTYPE` against the agent's DNS, one try of
+    /// `timeout_s` seconds; the answer lines, sorted.
+    pub fn dig_short(&self, name: &str, rtype: &str, timeout_s: u32) -> Vec<String> {
+        let out = Command::new("dig")
+            .arg(format!("@{}", self.dns.ip()))
+            .args(["-p", &self.dns.port().to_string(), "+short"])
+            .arg(format!("+time={timeout_s}"))
+            .args(["+tries=1", name, rtype])
+            .output()
+            .expect("running dig (install dnsutils)");
+        let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
+    }
+
     /// Sends a signal (STOP, CONT, TERM) to the process.
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")

@@ -4,7 +4,6 @@
 //! with snapshot install, rolling restarts, servers added and removed),
 //! with every KV history checked by a linearizability checker.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use muster_tests::cluster::TestCluster;
@@ -48,22 +47,6 @@ fn passing(a: &muster_tests::Agent, service: &str) -> usize {
         .as_array()
         .map(|v| v.len())
         .unwrap_or(0)
-}
-
-fn dig_short(a: &muster_tests::Agent, name: &str) -> String {
-    let out = Command::new("dig")
-        .arg(format!("@{}", a.dns.ip()))
-        .args([
-            "-p",
-            &a.dns.port().to_string(),
-            "+short",
-            "+time=2",
-            "+tries=1",
-            name,
-        ])
-        .output()
-        .expect("running dig (install dnsutils)");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn servers_http(c: &TestCluster) -> Vec<String> {
@@ -161,8 +144,8 @@ fn servers_bootstrap_and_client_agents_sync_fail_and_leave() {
     assert!(all.iter().all(|m| m.2 == 1), "{all:?}");
     // DNS on the client is answered by the servers.
     assert_eq!(
-        dig_short(client, "web.service.consul"),
-        client.dns.ip().to_string()
+        client.dig_short("web.service.consul", "A", 2),
+        [client.dns.ip().to_string()]
     );
     // A check's state change on the client is synced.
     client
@@ -183,11 +166,7 @@ fn servers_bootstrap_and_client_agents_sync_fail_and_leave() {
     .is_some());
 
     // A stale read on a follower is answered there, with LastContact.
-    let follower = c
-        .running_servers()
-        .into_iter()
-        .find(|&i| i != leader)
-        .expect("a follower");
+    let follower = c.follower_of(leader);
     let r = ureq::get(&c.agent(follower).url("/v1/catalog/nodes?stale"))
         .call()
         .expect("stale read");
@@ -332,11 +311,7 @@ fn leader_killed_under_load_loses_no_acknowledged_write_and_stays_linearizable()
     // A follower paused past the election timeout rejoins without
     // disturbing the leader.
     let leader_now = c.leader(Duration::from_secs(10));
-    let follower = c
-        .running_servers()
-        .into_iter()
-        .find(|&i| i != leader_now)
-        .expect("follower");
+    let follower = c.follower_of(leader_now);
     c.agent(follower).signal("STOP");
     std::thread::sleep(Duration::from_secs(2));
     c.agent(follower).signal("CONT");
@@ -382,11 +357,7 @@ fn restarts_snapshot_install_rolling_restart_and_membership_changes_under_load()
     // A follower down while many entries commit: the log is compacted past
     // it, so it catches up by snapshot install.
     let leader = c.leader(Duration::from_secs(10));
-    let follower = c
-        .running_servers()
-        .into_iter()
-        .find(|&i| i != leader)
-        .expect("follower");
+    let follower = c.follower_of(leader);
     c.kill9(follower);
     let l = c.agent(leader);
     for i in 0..300 {

@@ -103,27 +103,9 @@ fn instances(a: &Agent, name: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// `dig +short NAME A` against the agent.
+/// `dig +short NAME.service.consul A` against the agent.
 fn dig_a(a: &Agent, name: &str) -> Vec<String> {
-    let out = Command::new("dig")
-        .arg(format!("@{}", a.dns.ip()))
-        .args([
-            "-p",
-            &a.dns.port().to_string(),
-            "+short",
-            "+time=1",
-            "+tries=1",
-        ])
-        .arg(format!("{name}.service.consul"))
-        .arg("A")
-        .output()
-        .expect("running dig");
-    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
-    v.sort();
-    v
+    a.dig_short(&format!("{name}.service.consul"), "A", 1)
 }
 
 /// Waits (up to PROMPTLY, measured from `since`) until `name` has `n`

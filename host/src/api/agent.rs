@@ -709,13 +709,9 @@ async fn node_maintenance(state: State, Query(p): Query) -> Result<Response, Api
 /// `muster join ADDR`: one join attempt against a server's
 /// `addresses.server` (IP:PORT, or an IP on port 8300).
 async fn join(state: State, Path(addr): Path<String>) -> Result<Response, ApiError> {
-    let target = match addr.parse::<std::net::IpAddr>() {
-        Ok(ip) => std::net::SocketAddr::new(ip, 8300).to_string(),
-        Err(_) => addr
-            .parse::<std::net::SocketAddr>()
-            .map_err(|_| ApiError::bad_request(format!("address '{addr}' is not IP:PORT")))?
-            .to_string(),
-    };
+    let target = crate::config::server_address(&addr)
+        .ok_or_else(|| ApiError::bad_request(format!("address '{addr}' is not IP:PORT")))?
+        .to_string();
     if target == state.cluster.me.rpc {
         return Ok(StatusCode::OK.into_response());
     }
@@ -763,13 +759,7 @@ async fn force_leave(state: State, Path(node): Path<String>) -> Result<Response,
         )));
     }
     if let Some(addr) = rpc {
-        let raft_id = state
-            .consensus
-            .membership()
-            .into_iter()
-            .find(|(_, a, _)| *a == addr)
-            .map(|(id, _, _)| id);
-        if let Some(id) = raft_id {
+        if let Some(id) = state.consensus.member_id(&addr) {
             state
                 .cluster
                 .remove_server(id)

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower::ServiceExt;
 
-use super::{ApiError, AppState, MAX_BODY};
+use super::{ApiError, AppState, Params, MAX_BODY};
 use crate::cluster::rpc::{ClusterRequest, ClusterResponse, HttpRequest, HttpResponse, Role};
 use crate::cluster::Cluster;
 
@@ -33,16 +33,6 @@ const MAX_WAIT: Duration = Duration::from_secs(600);
 enum Target {
     Here,
     Server(String),
-}
-
-fn has_param(query: Option<&str>, name: &str) -> bool {
-    query.is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == name))
-}
-
-fn param(query: Option<&str>, name: &str) -> Option<String> {
-    form_urlencoded::parse(query?.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
 }
 
 /// Endpoints a client agent answers itself: its own services and checks,
@@ -67,7 +57,7 @@ fn leader_only(method: &axum::http::Method, path: &str, query: Option<&str>) -> 
     let table = ["/v1/catalog/", "/v1/health/", "/v1/kv/", "/v1/session/"]
         .iter()
         .any(|p| path.starts_with(p));
-    read && table && !has_param(query, "stale")
+    read && table && !Params::parse(path, query).flag("stale")
 }
 
 fn target(state: &AppState, req: &Request) -> Result<Target, ApiError> {
@@ -119,10 +109,11 @@ async fn proxy(state: &AppState, addr: String, req: Request) -> Result<Response,
     let body = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"))?;
-    let query = parts.uri.query();
-    let timeout = if has_param(query, "index") {
-        let wait = param(query, "wait")
-            .and_then(|w| super::parse_duration(&w).ok())
+    let params = Params::parse(parts.uri.path(), parts.uri.query());
+    let timeout = if params.flag("index") {
+        let wait = params
+            .get("wait")
+            .and_then(|w| super::parse_duration(w).ok())
             .unwrap_or(Duration::from_secs(300))
             .min(MAX_WAIT);
         wait + wait / 16 + PLAIN_TIMEOUT

@@ -230,7 +230,8 @@ pub async fn run(cluster: Arc<Cluster>, local: Consensus, node: String, resync: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::types::{CheckDefinition, Weights};
+    use crate::catalog::types::Weights;
+    use crate::dns::fixture::check;
 
     fn node() -> NodeSpec {
         NodeSpec {
@@ -253,18 +254,6 @@ mod tests {
             meta: Default::default(),
             enable_tag_override: false,
             weights: Weights::default(),
-        }
-    }
-
-    fn check(id: &str, service_id: &str, status: CheckStatus) -> CheckSpec {
-        CheckSpec {
-            id: id.into(),
-            name: id.into(),
-            status,
-            notes: String::new(),
-            output: String::new(),
-            service_id: service_id.into(),
-            definition: CheckDefinition::default(),
         }
     }
 

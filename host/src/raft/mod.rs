@@ -232,6 +232,14 @@ impl Consensus {
             .collect()
     }
 
+    /// The ID of the member at this Raft address, if any.
+    pub fn member_id(&self, addr: &str) -> Option<NodeId> {
+        self.membership()
+            .into_iter()
+            .find(|(_, a, _)| a == addr)
+            .map(|(id, _, _)| id)
+    }
+
     /// The Raft index of the configuration in force.
     pub fn membership_index(&self) -> u64 {
         self.metrics
