@@ -28,12 +28,34 @@ pub fn muster_bin() -> PathBuf {
     bin
 }
 
-/// A free loopback port (bound, then released for the agent to take).
+/// A free loopback port for an agent or backend to take.
+///
+/// Ports come from below the kernel's ephemeral range (32768+): a port
+/// picked there can be handed to some agent's outgoing connection in the
+/// moment between our check and the agent's bind, which made DNS binds fail
+/// with "address in use" under parallel tests. Each test process walks its
+/// own stretch of 20000–32000 (seeded by pid), and a port is only handed out
+/// once per process, after TCP and UDP binds on it both succeeded.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id() * 997) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        let tcp = TcpListener::bind(("127.0.0.1", port));
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {LOW}..{}", LOW + SPAN)
 }
 
 /// A fresh temporary directory, removed on drop.
