@@ -15,6 +15,8 @@ const BUILTINS: &[(&str, &str)] = &[
     ("tcp-check", "tcp_check.wasm"),
     ("docker-source", "docker_source.wasm"),
     ("file-source", "file_source.wasm"),
+    ("etcd-exporter", "etcd_exporter.wasm"),
+    ("zookeeper-exporter", "zookeeper_exporter.wasm"),
 ];
 
 fn main() {

@@ -51,6 +51,12 @@ enum Cmd {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Re-read the agent's config files and apply the `[[exporter]]`
+    /// blocks: added, removed or changed exporters (Consul's `reload`).
+    Reload {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Leave the cluster gracefully and stop the agent.
     Leave {
         #[command(flatten)]
@@ -123,6 +129,10 @@ enum PluginCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Hot-swap exporter NAME to the component its file holds now: the new
+    /// version is opened and resynced beside the old one, then takes over
+    /// the change stream. A version that fails leaves the old one running.
+    Reload { name: String },
     /// Time instantiate + check + drop of a health-check plugin, in this
     /// process (no agent needed): what each check run costs in overhead.
     Bench {
@@ -276,6 +286,11 @@ pub fn main() -> ExitCode {
             cmd: PluginCmd::List { json },
             client,
         } => plugin_list(&Client::new(&client.http_addr), json),
+        Cmd::Plugin {
+            cmd: PluginCmd::Reload { name },
+            client,
+        } => plugin_reload(&Client::new(&client.http_addr), &name),
+        Cmd::Reload { client } => reload(&Client::new(&client.http_addr)),
         Cmd::Plugin {
             cmd:
                 PluginCmd::Bench {
@@ -636,6 +651,49 @@ fn members(c: &Client) -> anyhow::Result<()> {
             role,
             tag("build"),
             tag("dc")
+        );
+    }
+    Ok(())
+}
+
+fn plugin_reload(c: &Client, name: &str) -> anyhow::Result<()> {
+    let answer = c
+        .call(
+            "PUT",
+            &format!("/v1/muster/plugins/{}/reload", encode_key(name)),
+            Some(b""),
+        )?
+        .ok_or_else(|| anyhow!("no exporter named \"{name}\" is configured"))?;
+    let v: Value = serde_json::from_str(&answer).context("decoding the response")?;
+    let hash = v.get("Hash").and_then(Value::as_str).unwrap_or("");
+    println!("{name}: now running {}", &hash[..hash.len().min(12)]);
+    Ok(())
+}
+
+fn reload(c: &Client) -> anyhow::Result<()> {
+    let v = c
+        .call("PUT", "/v1/agent/reload", Some(b""))?
+        .map(|t| serde_json::from_str::<Value>(&t))
+        .transpose()
+        .context("decoding the response")?
+        .unwrap_or(Value::Null);
+    println!("Configuration reload triggered");
+    let mut rejected = Vec::new();
+    for e in v["Exporters"].as_array().into_iter().flatten() {
+        let name = e["Name"].as_str().unwrap_or("");
+        let action = e["Action"].as_str().unwrap_or("");
+        match e["Error"].as_str() {
+            Some(err) => {
+                println!("  exporter {name}: {action}: {err}");
+                rejected.push(name.to_string());
+            }
+            None => println!("  exporter {name}: {action}"),
+        }
+    }
+    if !rejected.is_empty() {
+        bail!(
+            "rejected: {} (the running versions stay)",
+            rejected.join(", ")
         );
     }
     Ok(())

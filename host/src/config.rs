@@ -51,7 +51,7 @@ pub struct DnsFile {
 }
 
 /// What a plugin block may use; read here, enforced by the plugin runtime.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Grant {
     #[serde(default)]
@@ -63,7 +63,7 @@ pub struct Grant {
 }
 
 /// A `[[source]]`, `[[exporter]]` or `[[check_plugin]]` block.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginBlock {
     pub name: String,
@@ -184,6 +184,9 @@ pub struct Config {
     pub sources: Vec<PluginBlock>,
     pub exporters: Vec<PluginBlock>,
     pub check_plugins: Vec<PluginBlock>,
+    /// What the config was loaded from, so `PUT /v1/agent/reload` can read
+    /// the same files again.
+    pub flags: Flags,
 }
 
 /// A TTL rule resolved from [`TtlFile`].
@@ -455,6 +458,7 @@ impl Config {
             sources: merged.source,
             exporters: merged.exporter,
             check_plugins: merged.check_plugin,
+            flags: flags.clone(),
         };
         config.validate()?;
         Ok(config)

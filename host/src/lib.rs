@@ -8,6 +8,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod dns;
+pub mod exporters;
 pub mod health;
 pub mod node;
 pub mod plugins;

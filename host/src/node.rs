@@ -231,9 +231,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::spawn(crate::cluster::anti_entropy::run(c, local, name, every));
     }
     let sources = crate::sources::Sources::start(&config, agent.clone(), plugins.clone()).await?;
-    for block in &config.exporters {
-        tracing::warn!(name = %block.name, plugin = %block.plugin, "exporter plugins are not run by this build yet; ignoring the block");
-    }
+    // Exporters mirror the cluster's catalog from its leader: a client's
+    // private catalog is not what consumers of etcd or ZooKeeper want.
+    let exporter_blocks: &[crate::config::PluginBlock] = match role {
+        Role::Server => &config.exporters,
+        Role::Client => {
+            for block in &config.exporters {
+                tracing::warn!(name = %block.name, "exporters run on servers (the leader exports the cluster's catalog); ignoring this block on a client");
+            }
+            &[]
+        }
+    };
+    let exporters = crate::exporters::Exporters::start(
+        exporter_blocks,
+        plugins.clone(),
+        consensus.export_feed(),
+        consensus.leader_watch(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e))?;
     let dns = match role {
         Role::Server => Some(crate::dns::start(&config, &consensus).await?),
         Role::Client => {
@@ -260,6 +276,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         sources,
         renders: Default::default(),
         cluster,
+        exporters,
     });
     let router = api::router(state);
     if let Some(peers) = &peers {

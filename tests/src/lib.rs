@@ -323,6 +323,7 @@ impl Drop for Agent {
     }
 }
 
+pub mod backends;
 pub mod cluster;
 pub mod history;
 
@@ -395,40 +396,50 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Builds `tests/plugins/fault-check` for wasm32-wasip2 (once per test
-/// binary) and returns the component's path. Its own target dir: the
-/// `cargo test` that runs us holds the lock on the shared one.
+/// Builds `tests/plugins/fault-check` for wasm32-wasip2 and returns the
+/// component's path.
 pub fn fault_plugin() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| workspace_root().join("target"))
-                .join("test-plugins");
-            let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                .current_dir(workspace_root())
-                .args([
-                    "build",
-                    "--release",
-                    "--target",
-                    "wasm32-wasip2",
-                    "-p",
-                    "fault-check",
-                    "--target-dir",
-                ])
-                .arg(&target_dir)
-                .env_remove("RUSTFLAGS")
-                .env_remove("CARGO_ENCODED_RUSTFLAGS")
-                .status()
-                .expect("running cargo to build fault-check");
-            assert!(
-                status.success(),
-                "building fault-check for wasm32-wasip2 failed"
-            );
-            target_dir.join("wasm32-wasip2/release/fault_check.wasm")
-        })
-        .clone()
+    wasm_plugin("fault-check")
+}
+
+/// Builds a workspace plugin crate for wasm32-wasip2 (once per test binary
+/// and crate) and returns the component's path. Its own target dir: the
+/// `cargo test` that runs us holds the lock on the shared one.
+pub fn wasm_plugin(package: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, path)) = built.iter().find(|(p, _)| p == package) {
+        return path.clone();
+    }
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+        .join("test-plugins");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(workspace_root())
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            package,
+            "--target-dir",
+        ])
+        .arg(&target_dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .unwrap_or_else(|e| panic!("running cargo to build {package}: {e}"));
+    assert!(
+        status.success(),
+        "building {package} for wasm32-wasip2 failed"
+    );
+    let path = target_dir
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", package.replace('-', "_")));
+    built.push((package.to_string(), path.clone()));
+    path
 }
 
 /// A real HTTP server on 127.0.0.1 whose answer the test sets: every

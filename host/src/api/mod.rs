@@ -47,6 +47,7 @@ pub struct AppState {
     pub sources: crate::sources::Sources,
     pub renders: Renders,
     pub cluster: Arc<crate::cluster::Cluster>,
+    pub exporters: Arc<crate::exporters::Exporters>,
 }
 
 /// Shared state as handlers receive it.

@@ -11,6 +11,7 @@ pub mod kv;
 #[cfg(test)]
 mod model_test;
 mod query;
+mod touched;
 pub mod types;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use command::{CheckSpec, NewSession, Registration, TxnError};
 pub use command::{Command, KvOp, Request, Response};
 use kv::{Journal, KvStore};
 pub use query::HealthEntry;
+pub use touched::Touched;
 pub use types::Index;
 use types::*;
 
@@ -48,7 +50,7 @@ impl KvFailure {
     }
 }
 
-type Key = (String, String);
+pub type Key = (String, String);
 
 /// Stamps `new`, about to replace `old` at `index`: it keeps the create
 /// index, and takes `index` as modify index only if something else changed.
@@ -122,6 +124,9 @@ pub struct Catalog {
     /// blocking query.
     #[serde(skip)]
     replaced: bool,
+    /// Instances changed since the export feed last looked.
+    #[serde(skip)]
+    touched: Touched,
 }
 
 impl Catalog {
@@ -166,6 +171,12 @@ impl Catalog {
     /// Decodes a snapshot body, to check it before proposing a restore.
     pub fn check_snapshot(bytes: &[u8]) -> Result<(), postcard::Error> {
         postcard::from_bytes::<Catalog>(bytes).map(|_| ())
+    }
+
+    /// The service instances changed since the last call, for the export
+    /// feed.
+    pub fn take_touched(&mut self) -> Touched {
+        std::mem::take(&mut self.touched)
     }
 
     /// The KV keys written since the last call, for waking watchers.
@@ -238,6 +249,7 @@ impl Catalog {
                     };
                     restored.last_index = index;
                     restored.replaced = true;
+                    restored.touched.all = true;
                     *self = restored;
                     Response::Done
                 }
@@ -312,6 +324,7 @@ impl Catalog {
             return;
         }
         self.indexes.nodes = index;
+        self.touched.node(&node.name);
         self.nodes.insert(node.name.clone(), node);
     }
 
@@ -364,6 +377,7 @@ impl Catalog {
             .entry(svc.name.to_lowercase())
             .or_default()
             .insert(key.clone());
+        self.touched.instance(node, &svc.id);
         self.services.insert(key, svc);
         self.indexes.services = index;
     }
@@ -413,7 +427,9 @@ impl Catalog {
         // A re-registered check may have moved to another instance.
         if let Some(old) = old_service_id {
             self.checks_by_instance.remove(node, &old, &id);
+            self.touched.check(node, &old);
         }
+        self.touched.check(node, &check.service_id);
         self.checks_by_instance
             .insert(node, &check.service_id, &id, check.status);
         self.checks.insert(key, check);
@@ -440,6 +456,7 @@ impl Catalog {
                 if let Some(svc) = self.services.remove(&key) {
                     self.unindex_service(&svc.name, &key);
                     self.indexes.services = index;
+                    self.touched.instance(node, &sid);
                     let doomed: Vec<String> = self
                         .checks_by_instance
                         .ids(node, &sid)
@@ -459,6 +476,7 @@ impl Catalog {
     fn remove_check(&mut self, index: Index, now: u64, node: &str, id: &str) {
         if let Some(check) = self.checks.remove(&(node.to_string(), id.to_string())) {
             self.checks_by_instance.remove(node, &check.service_id, id);
+            self.touched.check(node, &check.service_id);
             self.indexes.checks = index;
             self.invalidate_sessions_on_check(index, now, node, id);
         }
@@ -469,6 +487,7 @@ impl Catalog {
             return;
         }
         self.indexes.nodes = index;
+        self.touched.node(node);
         let services: Vec<Key> = self
             .node_services(node)
             .map(|s| (s.node.clone(), s.id.clone()))
@@ -519,6 +538,7 @@ impl Catalog {
         check.status = status;
         check.output = output;
         check.modify_index = index;
+        self.touched.check(node, &check.service_id);
         self.checks_by_instance
             .insert(node, &check.service_id, id, status);
         self.indexes.checks = index;

@@ -46,7 +46,7 @@ impl CompileCache {
 
     /// Compiles `bytes`, or loads the compiled form cached earlier.
     pub fn compile(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Compiled> {
-        let hash = hex::encode(Sha256::digest(bytes));
+        let hash = content_hash(bytes);
         let path = self.path_for(&hash);
         if let Some(p) = path.as_deref().filter(|p| p.exists()) {
             // SAFETY: the file was written by `Component::serialize` of an
@@ -88,4 +88,10 @@ fn store(component: &Component, path: &Path) -> anyhow::Result<()> {
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)?;
     Ok(())
+}
+
+/// A component's identity: the SHA-256 of its bytes, hex (what listings
+/// show as the plugin's version).
+pub fn content_hash(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }

@@ -2,6 +2,7 @@
 //! plugin's memory cap, fuel and deadline, and one wording for whatever
 //! stopped it.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmtime::{Store, UpdateDeadline};
@@ -22,6 +23,29 @@ impl std::fmt::Display for DeadlineExceeded {
 
 impl std::error::Error for DeadlineExceeded {}
 
+/// When the current call of a Store must stop. Shared with the Store's
+/// epoch callback, so a long-lived instance (an exporter) gets a fresh
+/// deadline per call.
+#[derive(Clone)]
+pub(crate) struct CallDeadline(Arc<Mutex<Instant>>);
+
+impl CallDeadline {
+    pub(crate) fn new(limit: Duration) -> CallDeadline {
+        CallDeadline(Arc::new(Mutex::new(Instant::now() + limit)))
+    }
+
+    /// Starts a call that may run for `limit`.
+    pub(crate) fn reset(&self, limit: Duration) {
+        if let Ok(mut at) = self.0.lock() {
+            *at = Instant::now() + limit;
+        }
+    }
+
+    fn passed(&self) -> bool {
+        self.0.lock().map_or(true, |at| Instant::now() >= *at)
+    }
+}
+
 impl PluginRegistry {
     /// A Store for one call of `plugin`, stopped `limit` from now.
     pub(crate) fn limited_store(
@@ -29,6 +53,16 @@ impl PluginRegistry {
         plugin: &Plugin,
         state: HostState,
         limit: Duration,
+    ) -> Result<Store<HostState>, String> {
+        self.store_with_deadline(plugin, state, CallDeadline::new(limit))
+    }
+
+    /// A Store whose calls stop at `deadline` (reset it before each call).
+    pub(crate) fn store_with_deadline(
+        &self,
+        plugin: &Plugin,
+        state: HostState,
+        deadline: CallDeadline,
     ) -> Result<Store<HostState>, String> {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -39,12 +73,11 @@ impl PluginRegistry {
                 .set_fuel(plugin.fuel())
                 .map_err(|e| format!("setting fuel: {e}"))?;
         }
-        let deadline = Instant::now() + limit;
         // Every epoch tick, a running plugin yields to the scheduler (so a
         // spinning plugin never holds a worker thread), and past its
         // deadline it is stopped.
         store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
+            if deadline.passed() {
                 Err(DeadlineExceeded.into())
             } else {
                 Ok(UpdateDeadline::Yield(1))

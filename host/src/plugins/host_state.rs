@@ -152,6 +152,12 @@ impl HostState {
         }
     }
 
+    /// Starts a new call on a long-lived Store: the per-call log budget
+    /// starts again.
+    pub fn begin_call(&mut self) {
+        self.log_lines = 0;
+    }
+
     /// The plugin's name, for logs.
     pub fn plugin(&self) -> &str {
         &self.plugin

@@ -8,6 +8,7 @@
 
 mod cache;
 mod call;
+pub mod exporter;
 pub mod grant;
 pub mod health_check;
 mod host_state;
@@ -18,6 +19,7 @@ pub mod source;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use cache::content_hash;
 pub use grant::{AllowList, GrantError};
 pub use registry::{toml_to_json, Plugin, PluginInfo, PluginRegistry, World};
 
@@ -52,6 +54,16 @@ pub const BUILTINS: &[(&str, World, &[u8])] = &[
         "file-source",
         World::Source,
         include_bytes!(concat!(env!("OUT_DIR"), "/file_source.wasm")),
+    ),
+    (
+        "etcd-exporter",
+        World::Exporter,
+        include_bytes!(concat!(env!("OUT_DIR"), "/etcd_exporter.wasm")),
+    ),
+    (
+        "zookeeper-exporter",
+        World::Exporter,
+        include_bytes!(concat!(env!("OUT_DIR"), "/zookeeper_exporter.wasm")),
     ),
 ];
 

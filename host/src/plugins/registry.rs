@@ -13,6 +13,7 @@ use wasmtime::component::Linker;
 use wasmtime::Engine;
 
 use super::cache::CompileCache;
+use super::exporter::ExporterPre;
 use super::grant::check_imports;
 use super::health_check::HealthCheckPre;
 use super::host_state::HostState;
@@ -44,6 +45,7 @@ impl World {
 pub(crate) enum Linked {
     HealthCheck(HealthCheckPre<HostState>),
     Source(SourcePre<HostState>),
+    Exporter(ExporterPre<HostState>),
 }
 
 /// One loaded plugin.
@@ -150,7 +152,7 @@ pub struct PluginRegistry {
     source_linker: Linker<HostState>,
     plugins: RwLock<BTreeMap<String, Arc<Plugin>>>,
     /// One permit per pooled instance slot.
-    pub(crate) slots: tokio::sync::Semaphore,
+    pub(crate) slots: Arc<tokio::sync::Semaphore>,
     /// Whether the engine meters fuel.
     fuel: bool,
 }
@@ -170,7 +172,7 @@ impl PluginRegistry {
             health_linker,
             source_linker,
             plugins: RwLock::new(BTreeMap::new()),
-            slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_CALLS),
+            slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_CALLS)),
             fuel,
         }))
     }
@@ -199,6 +201,29 @@ impl PluginRegistry {
     /// Compiles, checks and links a plugin block, and registers it under
     /// its name (replacing an earlier one only once the new one is ready).
     pub fn load(&self, block: &PluginBlock, world: World) -> Result<Arc<Plugin>, PluginError> {
+        let plugin = self.prepare(block, world)?;
+        self.install(plugin.clone());
+        Ok(plugin)
+    }
+
+    /// Registers a prepared plugin under its name, replacing the earlier
+    /// version in listings.
+    pub fn install(&self, plugin: Arc<Plugin>) {
+        if let Ok(mut all) = self.plugins.write() {
+            all.insert(plugin.name.clone(), plugin);
+        }
+    }
+
+    /// Forgets a plugin (its block was removed from the config).
+    pub fn remove(&self, name: &str) {
+        if let Ok(mut all) = self.plugins.write() {
+            all.remove(name);
+        }
+    }
+
+    /// Compiles, checks and links a plugin block without registering it:
+    /// a hot swap prepares the new version while the old one runs.
+    pub fn prepare(&self, block: &PluginBlock, world: World) -> Result<Arc<Plugin>, PluginError> {
         let started = Instant::now();
         let name = block.name.clone();
         if block.fuel.is_some() && !self.fuel {
@@ -277,14 +302,14 @@ impl PluginRegistry {
                     .map_err(link_err)?;
                 Linked::Source(SourcePre::new(pre).map_err(link_err)?)
             }
+            // The exporter world imports what a health check does, so it
+            // links against the same linker.
             World::Exporter => {
-                return Err(PluginError::Link {
-                    name,
-                    detail: format!(
-                        "the {} world is not served by this build yet",
-                        world.as_str()
-                    ),
-                })
+                let pre = self
+                    .health_linker
+                    .instantiate_pre(&compiled.component)
+                    .map_err(link_err)?;
+                Linked::Exporter(ExporterPre::new(pre).map_err(link_err)?)
             }
         };
         let config = toml_to_json(&block.config);
@@ -313,9 +338,6 @@ impl PluginRegistry {
             ms = plugin.load_time.as_millis() as u64,
             "plugin loaded"
         );
-        if let Ok(mut all) = self.plugins.write() {
-            all.insert(name, plugin.clone());
-        }
         Ok(plugin)
     }
 

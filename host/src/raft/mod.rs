@@ -29,6 +29,7 @@ use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
 use tokio::sync::watch;
 
 use crate::catalog::{Command, Index, Request, Response};
+use crate::exporters::feed::ExportFeed;
 use crate::watch::Watches;
 pub use state_machine::Applied;
 
@@ -83,6 +84,7 @@ pub struct Consensus {
     /// Kept rather than asked for per call: every HTTP answer reads it.
     metrics: watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
     watches: Arc<Watches>,
+    feed: Arc<ExportFeed>,
     /// Coalesces `?consistent` reads: one leadership confirmation serves
     /// every read that arrived before it started.
     reads: Arc<read_barrier::ReadBarrier>,
@@ -104,17 +106,23 @@ impl Consensus {
         snapshot_threshold: u64,
     ) -> anyhow::Result<Consensus> {
         let watches = Arc::new(Watches::default());
+        let feed = Arc::new(ExportFeed::default());
         let (log, sm) = match storage {
             Storage::Memory => (
                 log_store::LogStore::in_memory(),
-                state_machine::StateMachine::open(None, None, watches.clone())?,
+                state_machine::StateMachine::open(None, None, watches.clone(), feed.clone())?,
             ),
             Storage::Disk(dir) => {
                 let path = dir.join("raft.redb");
                 let db = Arc::new(open_db(&path)?);
                 (
                     log_store::LogStore::open(db.clone(), &path)?,
-                    state_machine::StateMachine::open(Some(db), Some(&path), watches.clone())?,
+                    state_machine::StateMachine::open(
+                        Some(db),
+                        Some(&path),
+                        watches.clone(),
+                        feed.clone(),
+                    )?,
                 )
             }
         };
@@ -158,6 +166,7 @@ impl Consensus {
             forwarder: Arc::new(network::Forwarder::default()),
             metrics: raft.metrics(),
             watches,
+            feed,
             reads: Arc::new(read_barrier::ReadBarrier::new(raft.clone())),
             last_contact: Default::default(),
             clock: tokio::time::Instant::now(),
@@ -369,6 +378,11 @@ impl Consensus {
         &self.watches
     }
 
+    /// The catalog's service-instance changes, for exporters.
+    pub fn export_feed(&self) -> Arc<ExportFeed> {
+        self.feed.clone()
+    }
+
     /// This node's Raft ID.
     pub fn id(&self) -> NodeId {
         self.id
@@ -387,6 +401,24 @@ impl Consensus {
     /// Whether this node is the leader now.
     pub fn is_leader(&self) -> bool {
         self.metrics.borrow().current_leader == Some(self.id)
+    }
+
+    /// Whether this node is the leader, as a watch that changes with it.
+    pub fn leader_watch(&self) -> watch::Receiver<bool> {
+        let (tx, rx) = watch::channel(self.is_leader());
+        let mut metrics = self.metrics.clone();
+        let id = self.id;
+        tokio::spawn(async move {
+            loop {
+                let leader = metrics.borrow_and_update().current_leader == Some(id);
+                tx.send_if_modified(|was| std::mem::replace(was, leader) != leader);
+                tokio::select! {
+                    changed = metrics.changed() => if changed.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        rx
     }
 
     /// Whether any leader is known (`X-Consul-KnownLeader`).

@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::{NodeId, TypeConfig};
-use crate::catalog::{Catalog, Index, Response};
+use crate::catalog::{Catalog, Index, Response, Touched};
+use crate::exporters::feed::ExportFeed;
 use crate::watch::{Tables, Watches};
 
 const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
@@ -47,6 +48,8 @@ pub struct StateMachine {
     current: Arc<tokio::sync::Mutex<Option<StoredSnapshot>>>,
     applied_tx: Arc<watch::Sender<Index>>,
     watches: Arc<Watches>,
+    /// Service-instance changes in commit order, for exporters.
+    feed: Arc<ExportFeed>,
 }
 
 fn sm_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
@@ -59,6 +62,7 @@ impl StateMachine {
         db: Option<Arc<Database>>,
         path: Option<&std::path::Path>,
         watches: Arc<Watches>,
+        feed: Arc<ExportFeed>,
     ) -> anyhow::Result<StateMachine> {
         use anyhow::Context;
         let mut applied = Applied::default();
@@ -85,12 +89,14 @@ impl StateMachine {
             }
         }
         let index = applied.catalog.last_index();
+        feed.record(&applied.catalog, everything());
         Ok(StateMachine {
             state: Arc::new(RwLock::new(applied)),
             db,
             current: Arc::new(tokio::sync::Mutex::new(current)),
             applied_tx: Arc::new(watch::channel(index).0),
             watches,
+            feed,
         })
     }
 
@@ -126,10 +132,19 @@ impl StateMachine {
             .write()
             .map_err(|_| sm_err("state machine lock poisoned"))?;
         *state = applied;
+        self.feed.record(&state.catalog, everything());
         drop(state);
         self.applied_tx.send_replace(index);
         self.watches.notify_all(index);
         Ok(())
+    }
+}
+
+/// Every instance: after a snapshot replaced the catalog wholesale.
+fn everything() -> Touched {
+    Touched {
+        all: true,
+        ..Touched::default()
     }
 }
 
@@ -206,6 +221,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let tables = Tables::changed(&before, &state.catalog.indexes());
             let keys = state.catalog.take_kv_changes();
             let replaced = state.catalog.take_replaced();
+            let touched = state.catalog.take_touched();
+            self.feed.record(&state.catalog, touched);
             (
                 state.last_applied.map(|l| l.index).unwrap_or(0),
                 tables,
