@@ -228,6 +228,7 @@ impl Exporters {
                     to_hash: String::new(),
                     outcome: format!("rejected: {why}"),
                     resync_seq: 0,
+                    caught_up_seq: 0,
                     old_applied_seq,
                     first_streamed_seq: None,
                     pause_ms: 0.0,

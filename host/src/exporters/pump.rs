@@ -4,6 +4,7 @@
 //! A hot swap prepares the new version beside the running one and switches
 //! at a known feed sequence.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,8 @@ const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often `tick` is called.
 const TICK: Duration = Duration::from_secs(1);
+/// Longest a swap's new version chases the running one before the switch.
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(10);
 
 /// What the manager asks of a running exporter.
 pub enum Control {
@@ -36,9 +39,17 @@ pub enum Control {
     },
 }
 
+/// A new version, started, resynced at `resync_seq` and caught up to
+/// `cursor` beside the running one.
+struct Prepared {
+    live: LiveExporter,
+    resync_seq: u64,
+    cursor: u64,
+}
+
 /// A new version being opened and resynced beside the running one.
 struct Pending {
-    task: JoinHandle<Result<(LiveExporter, u64), ExportError>>,
+    task: JoinHandle<Result<Prepared, ExportError>>,
     plugin: Arc<Plugin>,
     settings: Settings,
     trigger: &'static str,
@@ -57,6 +68,9 @@ pub struct Pump {
     live: Option<LiveExporter>,
     /// The last feed sequence the backend has (through resync or apply).
     cursor: u64,
+    /// `cursor`, shared with a swap's new version, which catches up only
+    /// to what this version has already applied (see `prepare`).
+    applied: Arc<AtomicU64>,
     needs_resync: bool,
     retry_at: Option<Instant>,
     backoff: Duration,
@@ -82,6 +96,7 @@ impl Pump {
             status,
             live: None,
             cursor: 0,
+            applied: Arc::default(),
             needs_resync: true,
             retry_at: None,
             backoff: MIN_BACKOFF,
@@ -168,6 +183,11 @@ impl Pump {
         }
     }
 
+    fn set_cursor(&mut self, seq: u64) {
+        self.cursor = seq;
+        self.applied.store(seq, Ordering::Release);
+    }
+
     fn needs_work(&self) -> bool {
         self.needs_resync || self.live.as_ref().is_none_or(LiveExporter::is_poisoned)
     }
@@ -196,13 +216,14 @@ impl Pump {
         };
         let snapshot = self.feed.snapshot();
         let all = exported(&snapshot.instances, self.settings.only_passing);
-        match live.resync(&all, self.settings.call_timeout * 3).await {
+        let resynced = live.resync(&all, self.settings.call_timeout * 3).await;
+        let hash = live.hash().to_string();
+        match resynced {
             Ok(()) => {
-                self.cursor = snapshot.seq;
+                self.set_cursor(snapshot.seq);
                 self.needs_resync = false;
                 self.retry_at = None;
                 self.backoff = MIN_BACKOFF;
-                let hash = live.hash().to_string();
                 let recovered = self.status.lock().is_ok_and(|s| s.phase == Phase::Retrying);
                 if recovered {
                     tracing::info!(exporter = %self.name, seq = snapshot.seq, instances = all.len(), "exporter recovered with a full resync");
@@ -263,13 +284,15 @@ impl Pump {
             .iter()
             .map(|e| exported_change(&e.change, self.settings.only_passing))
             .collect();
+        let started = Instant::now();
         match live.apply(&changes, self.settings.call_timeout).await {
             Ok(()) => {
-                self.cursor = last_seq;
+                self.set_cursor(last_seq);
                 let now = Instant::now();
+                let took = now - started;
                 let first_after_swap = std::mem::take(&mut self.awaiting_first);
                 self.with_status(|s| {
-                    s.applied(last_seq, entries.iter().map(|e| now - e.at));
+                    s.applied(last_seq, took, entries.iter().map(|e| now - e.at));
                     if first_after_swap {
                         if let Some(swap) = s.swaps.back_mut() {
                             swap.first_streamed_seq = Some(first_seq);
@@ -303,6 +326,7 @@ impl Pump {
     ) -> Pending {
         let (registry, feed) = (self.registry.clone(), self.feed.clone());
         let (p, s) = (plugin.clone(), settings.clone());
+        let old_applied = self.applied.clone();
         let task = tokio::spawn(async move {
             if !leading {
                 return Err(ExportError::Refused(String::new()));
@@ -313,7 +337,12 @@ impl Pump {
             let snapshot = feed.snapshot();
             let all = exported(&snapshot.instances, s.only_passing);
             live.resync(&all, s.call_timeout * 3).await?;
-            Ok((live, snapshot.seq))
+            let cursor = catch_up(&mut live, &feed, &s, snapshot.seq, &old_applied).await?;
+            Ok(Prepared {
+                live,
+                resync_seq: snapshot.seq,
+                cursor,
+            })
         });
         Pending {
             task,
@@ -328,7 +357,7 @@ impl Pump {
     async fn finish_swap(
         &mut self,
         pending: Pending,
-        prepared: Result<(LiveExporter, u64), ExportError>,
+        prepared: Result<Prepared, ExportError>,
         leading: bool,
     ) {
         let from_hash = self.plugin.hash.clone();
@@ -340,6 +369,7 @@ impl Pump {
             to_hash: to_hash.clone(),
             outcome: String::new(),
             resync_seq: 0,
+            caught_up_seq: 0,
             old_applied_seq: self.cursor,
             first_streamed_seq: None,
             pause_ms: 0.0,
@@ -352,16 +382,21 @@ impl Pump {
                 record.outcome = "live (standing by: not the leader)".into();
                 Ok(to_hash.clone())
             }
-            Ok((live, seq)) if leading => {
+            Ok(Prepared {
+                live,
+                resync_seq,
+                cursor: seq,
+            }) if leading => {
                 let started = Instant::now();
                 let old_applied = self.cursor;
                 self.adopt(&pending);
                 self.live = Some(live);
-                self.cursor = seq;
+                self.set_cursor(seq);
                 self.needs_resync = false;
                 self.retry_at = None;
                 self.backoff = MIN_BACKOFF;
-                record.resync_seq = seq;
+                record.resync_seq = resync_seq;
+                record.caught_up_seq = seq;
                 record.outcome = "live".into();
                 // In the history before the first change reaches the new
                 // version, which fills in `FirstStreamedSeq`.
@@ -424,7 +459,47 @@ impl Pump {
     }
 }
 
-async fn wait(pending: &mut Option<Pending>) -> Result<(LiveExporter, u64), ExportError> {
+/// Brings a new version from its resync towards the running one while the
+/// running one keeps streaming, so the switch itself has at most about a
+/// batch left to hand over. It applies only changes the running version
+/// has applied already: whatever that one wrote (under its own lease or
+/// session), this one writes after it, and so owns. Gives up after
+/// `CATCH_UP_LIMIT` if the running version keeps pulling away (the switch
+/// then hands over the rest).
+async fn catch_up(
+    live: &mut LiveExporter,
+    feed: &ExportFeed,
+    settings: &Settings,
+    from: u64,
+    old_applied: &AtomicU64,
+) -> Result<u64, ExportError> {
+    let started = Instant::now();
+    let mut cursor = from;
+    while started.elapsed() < CATCH_UP_LIMIT {
+        let limit = old_applied.load(Ordering::Acquire);
+        if limit <= cursor {
+            break;
+        }
+        let Ok(entries) = feed.read(cursor, settings.batch) else {
+            // Fell off the feed: the switch resyncs instead.
+            break;
+        };
+        let changes: Vec<Change> = entries
+            .iter()
+            .take_while(|e| e.seq <= limit)
+            .map(|e| exported_change(&e.change, settings.only_passing))
+            .collect();
+        let Some(last) = entries.get(changes.len().wrapping_sub(1)) else {
+            break;
+        };
+        let last = last.seq;
+        live.apply(&changes, settings.call_timeout).await?;
+        cursor = last;
+    }
+    Ok(cursor)
+}
+
+async fn wait(pending: &mut Option<Pending>) -> Result<Prepared, ExportError> {
     match pending.as_mut() {
         Some(p) => match (&mut p.task).await {
             Ok(result) => result,

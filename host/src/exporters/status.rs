@@ -43,10 +43,13 @@ pub struct SwapRecord {
     pub outcome: String,
     /// The feed sequence the new version's resync stood at.
     pub resync_seq: u64,
+    /// How far the new version had caught up, behind the old one, when it
+    /// took over the stream (see `pump::catch_up`).
+    pub caught_up_seq: u64,
     /// The last sequence the old version applied before the switch.
     pub old_applied_seq: u64,
-    /// The first sequence the new version was handed after its resync
-    /// (resync_seq + 1 when there was a change to hand).
+    /// The first sequence the new version was handed after the switch
+    /// (caught_up_seq + 1 when there was a change to hand).
     pub first_streamed_seq: Option<u64>,
     /// How long the change stream waited at the switch: the new version
     /// catching up from its resync to where the old one was.
@@ -76,9 +79,15 @@ pub struct ExporterStatus {
     pub lag_p50_ms: f64,
     pub lag_p99_ms: f64,
     pub lag_max_ms: f64,
+    /// How long `apply` calls took, over recent batches: what of the lag
+    /// is the plugin and its backend.
+    pub apply_p99_ms: f64,
+    pub apply_max_ms: f64,
     pub swaps: VecDeque<SwapRecord>,
     #[serde(skip)]
     lags: VecDeque<f64>,
+    #[serde(skip)]
+    applies: VecDeque<f64>,
 }
 
 impl ExporterStatus {
@@ -98,15 +107,23 @@ impl ExporterStatus {
             lag_p50_ms: 0.0,
             lag_p99_ms: 0.0,
             lag_max_ms: 0.0,
+            apply_p99_ms: 0.0,
+            apply_max_ms: 0.0,
             swaps: VecDeque::new(),
             lags: VecDeque::new(),
+            applies: VecDeque::new(),
         }
     }
 
-    /// Counts an applied batch and the lag of each of its changes.
-    pub fn applied(&mut self, seq: u64, lags: impl Iterator<Item = Duration>) {
+    /// Counts an applied batch, how long its call took and the lag of
+    /// each of its changes.
+    pub fn applied(&mut self, seq: u64, took: Duration, lags: impl Iterator<Item = Duration>) {
         self.applied_seq = seq;
         self.batches += 1;
+        if self.applies.len() == LAG_SAMPLES {
+            self.applies.pop_front();
+        }
+        self.applies.push_back(took.as_secs_f64() * 1000.0);
         for lag in lags {
             self.changes_applied += 1;
             if self.lags.len() == LAG_SAMPLES {
@@ -132,27 +149,38 @@ impl ExporterStatus {
     /// Clears the lag samples (the benchmark measures one phase at a time).
     pub fn reset_lag(&mut self) {
         self.lags.clear();
+        self.applies.clear();
     }
 
     /// A copy with the percentiles filled in.
     pub fn snapshot(&self, feed_seq: u64) -> ExporterStatus {
         let mut out = self.clone();
         out.feed_seq = feed_seq;
-        let mut sorted: Vec<f64> = self.lags.iter().copied().collect();
-        sorted.sort_by(f64::total_cmp);
-        let pick = |q: f64| {
-            if sorted.is_empty() {
-                0.0
-            } else {
-                sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
-            }
-        };
-        out.lag_p50_ms = pick(0.5);
-        out.lag_p99_ms = pick(0.99);
-        out.lag_max_ms = sorted.last().copied().unwrap_or(0.0);
+        let lags = sorted(&self.lags);
+        out.lag_p50_ms = pick(&lags, 0.5);
+        out.lag_p99_ms = pick(&lags, 0.99);
+        out.lag_max_ms = lags.last().copied().unwrap_or(0.0);
+        let applies = sorted(&self.applies);
+        out.apply_p99_ms = pick(&applies, 0.99);
+        out.apply_max_ms = applies.last().copied().unwrap_or(0.0);
         out.lags.clear();
+        out.applies.clear();
         out
     }
+}
+
+fn sorted(samples: &VecDeque<f64>) -> Vec<f64> {
+    let mut v: Vec<f64> = samples.iter().copied().collect();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+/// The `q` quantile of sorted samples (0 when there are none).
+fn pick(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
 }
 
 /// Unix milliseconds now.

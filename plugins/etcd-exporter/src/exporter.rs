@@ -199,8 +199,11 @@ impl<H: Host> Exporter<H> {
     }
 
     /// Applies a batch of changes, in order. Several changes to one key
-    /// collapse into the last one (a txn may not write a key twice), and a
-    /// put that would write what etcd already has is skipped.
+    /// collapse into the last one (a txn may not write a key twice). Every
+    /// upserted key is put, even one etcd should already hold with that
+    /// value: during a hot swap the previous version keeps writing after
+    /// this one's resync, under its own lease, which expires once it is
+    /// dropped. Putting the key again moves it under this version's lease.
     pub fn apply(&mut self, changes: Vec<Change>) -> Result<(), String> {
         let mut touched: Vec<String> = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
@@ -227,21 +230,16 @@ impl<H: Host> Exporter<H> {
         }
         let ops: Vec<Op> = touched
             .iter()
-            .filter_map(|k| match self.catalog.value_of(k) {
-                Some(v)
-                    if self.written.get(k.as_bytes()).map(Vec::as_slice) == Some(v.as_bytes()) =>
-                {
-                    None
-                }
-                Some(v) => Some(Op::Put {
+            .map(|k| match self.catalog.value_of(k) {
+                Some(v) => Op::Put {
                     key: k.as_bytes().to_vec(),
                     value: v.as_bytes().to_vec(),
-                }),
+                },
                 // Deleted even if we do not remember writing it: deleting a
                 // missing key is harmless, and `written` may be incomplete.
-                None => Some(Op::Delete {
+                None => Op::Delete {
                     key: k.as_bytes().to_vec(),
-                }),
+                },
             })
             .collect();
         match self.write(&ops) {
@@ -802,12 +800,13 @@ pub mod tests {
             ])
         );
         // An upsert that changes nothing in the value (here: health, in the
-        // address layout) writes nothing.
+        // address layout) is still put: it claims the key for this
+        // version's lease (a swapped-out version may have written it).
         let mut warn = inst("n1", "web-3", "web", "10.0.0.4", 80);
         warn.status = crate::layout::Status::Warning;
         let puts = fake.borrow().puts;
         ex.apply(vec![Change::Upsert(warn)]).expect("apply");
-        assert_eq!(fake.borrow().puts, puts);
+        assert_eq!(fake.borrow().puts, puts + 1);
         // A rename moves the key.
         ex.apply(vec![Change::Upsert(inst(
             "n1", "web-3", "www", "10.0.0.4", 80,

@@ -162,6 +162,12 @@ pub struct Exporter<E: Env> {
     parents: BTreeSet<String>,
     /// Service znodes to delete if no child of theirs is wanted.
     parent_check: BTreeSet<String>,
+    /// Set while an `apply` flushes: every upserted child is written even
+    /// if we believe it holds our data already, and a child another session
+    /// owns is taken over. During a hot swap the previous version keeps
+    /// applying changes after this one's resync, re-creating children under
+    /// its session, which ends once it is dropped.
+    claim: bool,
 }
 
 impl<E: Env> Exporter<E> {
@@ -179,6 +185,7 @@ impl<E: Env> Exporter<E> {
             dirty: BTreeSet::new(),
             parents: BTreeSet::new(),
             parent_check: BTreeSet::new(),
+            claim: false,
         }
     }
 
@@ -218,7 +225,10 @@ impl<E: Env> Exporter<E> {
                 Change::Remove(key) => self.model.remove(&key, &mut self.dirty),
             }
         }
-        self.with_retry(Self::try_flush)
+        self.claim = true;
+        let result = self.with_retry(Self::try_flush);
+        self.claim = false;
+        result
     }
 
     /// Makes ZooKeeper hold exactly `all`: reads every child under the base
@@ -404,7 +414,11 @@ impl<E: Env> Exporter<E> {
             if want.is_none() {
                 self.parent_check.insert(key.service.clone());
             }
-            match plan(want, self.belief.get(key)) {
+            let planned = match (plan(want, self.belief.get(key)), want) {
+                (None, Some(w)) if self.claim => Some(Plan::Set(w.to_vec())),
+                (p, _) => p,
+            };
+            match planned {
                 Some(p) => child_ops.push((key.clone(), p)),
                 None => settled.push(key.clone()),
             }
@@ -455,6 +469,7 @@ impl<E: Env> Exporter<E> {
         let mut first_error = None;
         let mut slow = Vec::new();
         let mut taken_over = 0usize;
+        let sid = self.session_id();
         for (tag, res) in tags.into_iter().zip(results) {
             match tag {
                 Tag::ParentCreate(service) => {
@@ -471,6 +486,11 @@ impl<E: Env> Exporter<E> {
                                 None => Ok(()),
                                 Some(c) => Err(c),
                             }
+                        }
+                        // Written, but the node is another session's: the slow
+                        // path takes it over.
+                        (Plan::Set(_), Ok(Response::Stat(stat))) if stat.ephemeral_owner != sid => {
+                            Err(code::NODE_EXISTS)
                         }
                         (_, Ok(_)) => Ok(()),
                         (_, Err(c)) => Err(c),

@@ -349,6 +349,21 @@ fn takes_over_ephemerals_of_another_session() {
     assert_eq!(stat.ephemeral_owner, sid);
     assert_eq!(body["ContainerID"], "c-b");
 
+    // Through apply of an instance we believe is ours and unchanged: during
+    // a hot swap the old version re-creates it under its session after our
+    // resync; applying the same upsert claims it back.
+    obs.delete_tree(&format!("{base}/web/10.0.0.1:80"));
+    old.create(
+        &format!("{base}/web/10.0.0.1:80"),
+        b"stale",
+        CreateMode::Ephemeral,
+    );
+    ex.apply(vec![Change::Upsert(inst("a", "web", "10.0.0.1", 80, &[]))])
+        .unwrap();
+    let (body, stat) = obs.get(&format!("{base}/web/10.0.0.1:80"));
+    assert_eq!(stat.ephemeral_owner, sid);
+    assert_eq!(body["ContainerID"], "c-a");
+
     // The old session ends: nothing we export goes with it.
     assert_ne!(old_sid, sid);
     old.0.close_session().unwrap();
