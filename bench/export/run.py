@@ -17,6 +17,7 @@ instance, or a health flip), so catalog writes/s = feed changes/s.
 
     cargo build --release && python3 bench/export/run.py
     RATE=2000 DURATION=20 SWAPS=10 python3 bench/export/run.py
+    ZK_FORCE_SYNC=no python3 bench/export/run.py   # ZooKeeper without fsync
 """
 
 import http.client
@@ -40,7 +41,7 @@ import clusters  # noqa: E402  (process cleanup, http(), wait())
 RATE = int(os.environ.get("RATE", "1000"))
 DURATION = float(os.environ.get("DURATION", "20"))
 SWAPS = int(os.environ.get("SWAPS", "10"))
-THREADS = 16
+THREADS = 32
 HTTP_PORT, SERVER_PORT, DNS_PORT = 18600, 18601, 18602
 ETCD_PORT, ETCD_PEER, ZK_PORT = 23790, 23800, 21810
 say = clusters.say
@@ -188,7 +189,10 @@ def main():
            "--initial-cluster", f"b=http://127.0.0.1:{ETCD_PEER}"], f"{work}/etcd.log")
     with open(f"{work}/zoo.cfg", "w") as f:
         f.write(f"tickTime=2000\ndataDir={work}/zk\nclientPort={ZK_PORT}\nclientPortAddress=127.0.0.1\n"
-                "admin.enableServer=false\n4lw.commands.whitelist=*\n")
+                "admin.enableServer=false\n4lw.commands.whitelist=*\n"
+                # ZK_FORCE_SYNC=no: ZooKeeper without fsync, to separate
+                # muster's share of the lag from ZooKeeper's disk writes.
+                f"forceSync={os.environ.get('ZK_FORCE_SYNC', 'yes')}\n")
     start(["java", "-Xmx512m", "-cp", "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar",
            "org.apache.zookeeper.server.quorum.QuorumPeerMain", f"{work}/zoo.cfg"], f"{work}/zk.log")
     with open(f"{work}/muster.toml", "w") as f:
