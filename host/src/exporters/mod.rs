@@ -56,13 +56,15 @@ struct Running {
     block: PluginBlock,
     control: mpsc::Sender<Control>,
     status: Arc<Mutex<ExporterStatus>>,
-    tasks: Vec<JoinHandle<()>>,
+    pump: JoinHandle<()>,
+    watcher: Option<JoinHandle<()>>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
+        self.pump.abort();
+        if let Some(w) = &self.watcher {
+            w.abort();
         }
     }
 }
@@ -138,21 +140,16 @@ impl Exporters {
             self.feed.clone(),
             status.clone(),
         );
-        let mut tasks = vec![tokio::spawn(pump.run(self.leader.clone(), rx))];
-        if !block.plugin.starts_with("builtin:") {
-            tasks.push(tokio::spawn(watch_file(
-                self.me.clone(),
-                name.clone(),
-                PathBuf::from(&block.plugin),
-            )));
-        }
+        let pump = tokio::spawn(pump.run(self.leader.clone(), rx));
+        let watcher = self.watch(&block);
         running.insert(
             name,
             Running {
                 block,
                 control,
                 status,
-                tasks,
+                pump,
+                watcher,
             },
         );
     }
@@ -201,9 +198,27 @@ impl Exporters {
             .map_err(|_| ReloadError::Rejected("the exporter stopped during the swap".into()))?
             .map_err(ReloadError::Rejected)?;
         if let Some(r) = self.running.lock().await.get_mut(&block.name) {
+            // A block that now names another file is watched there instead.
+            if r.block.plugin != block.plugin {
+                if let Some(old) = r.watcher.take() {
+                    old.abort();
+                }
+                r.watcher = self.watch(block);
+            }
             r.block = block.clone();
         }
         Ok(hash)
+    }
+
+    /// Starts watching the block's component file (none for built-ins).
+    fn watch(&self, block: &PluginBlock) -> Option<JoinHandle<()>> {
+        (!block.plugin.starts_with("builtin:")).then(|| {
+            tokio::spawn(watch_file(
+                self.me.clone(),
+                block.name.clone(),
+                PathBuf::from(&block.plugin),
+            ))
+        })
     }
 
     /// A version that did not even load goes into the swap history too.
